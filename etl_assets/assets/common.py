@@ -1,0 +1,25 @@
+"""Settings every Ray-backed asset shares."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import dagster as dg
+
+from etl_assets.sources.crm import SourceError
+
+RAY_KINDS = {"ray", "deltalake"}
+
+# Transient failures (a lost worker, a busy object store) are retried; source errors are not.
+RAY_RETRY = dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL)
+
+# Op concurrency pool: at most one Ray job at a time on a small machine (see dagster.yaml).
+RAY_POOL = "ray"
+
+
+@contextmanager
+def source_failures() -> Iterator[None]:
+    """A source problem fails the run at once, with its message and no retries."""
+    try:
+        yield
+    except (SourceError, FileNotFoundError) as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc

@@ -1,0 +1,1 @@
+"""Asset checks: contracts and business rules, evaluated on what the warehouse holds."""

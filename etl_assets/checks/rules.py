@@ -1,0 +1,238 @@
+"""The first set of checks: key uniqueness, not-null, reject rate, orphans and reconciliation."""
+
+from collections.abc import Sequence
+
+import dagster as dg
+import pyarrow.compute as pc
+
+from etl_assets.checks.window_reads import days_of, duplicate_keys
+from etl_assets.partitions import DAILY, window_days
+from etl_assets.resources import WarehouseResource
+from etl_assets.transforms.tables import (
+    CUSTOMER_ORDERS,
+    CUSTOMERS,
+    DAILY_CUSTOMER_METRICS,
+    ORDERS,
+    ORDERS_REJECTS,
+    RAW_CUSTOMERS,
+    TableContract,
+)
+
+
+class RateThreshold(dg.Config):
+    max_rate: float = 0.05
+
+
+class OrphanThreshold(dg.Config):
+    max_rate: float = 0.01
+
+
+class Tolerance(dg.Config):
+    # Each metric row's total is rounded to the cent, so totals may differ by half a cent per row.
+    cents_per_row: float = 0.005
+
+
+def _sample(table, limit: int = 5) -> dg.MetadataValue:
+    return dg.MetadataValue.json(table.slice(0, limit).to_pylist() if table.num_rows else [])
+
+
+def build_unique_key_check(contract: TableContract) -> dg.AssetChecksDefinition:
+    keys = list(contract.keys)
+
+    @dg.asset_check(
+        asset=contract.name,
+        name=f"{contract.name}_key_unique",
+        partitions_def=DAILY if contract.partition_column else None,
+        description=f"No two rows of {contract.name} share ({', '.join(keys)}).",
+    )
+    def _check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+        backend = warehouse.backend()
+        if contract.partition_column:
+            duplicates = 0
+            per_day = {}
+            sample = None
+            for day, table in days_of(backend, contract, window_days(context), keys):
+                dupes = duplicate_keys(table, keys)
+                per_day[day.isoformat()] = dupes.num_rows
+                duplicates += dupes.num_rows
+                sample = sample if sample is not None and sample.num_rows else dupes
+        else:
+            table = _whole(backend, contract, keys)
+            sample = duplicate_keys(table, keys)
+            duplicates, per_day = sample.num_rows, {}
+        return dg.AssetCheckResult(
+            passed=duplicates == 0,
+            metadata={
+                "duplicate_keys": duplicates,
+                "duplicates_per_day": dg.MetadataValue.json(per_day),
+                "sample": _sample(sample) if sample is not None else _sample([]),
+            },
+        )
+
+    return _check
+
+
+def build_not_null_check(contract: TableContract) -> dg.AssetChecksDefinition:
+    required = [c.name for c in contract.columns if not c.nullable]
+
+    @dg.asset_check(
+        asset=contract.name,
+        name=f"{contract.name}_required_not_null",
+        partitions_def=DAILY if contract.partition_column else None,
+        description=f"Required columns of {contract.name} hold no nulls: {', '.join(required)}.",
+    )
+    def _check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+        backend = warehouse.backend()
+        nulls = dict.fromkeys(required, 0)
+        if contract.partition_column:
+            tables = (t for _, t in days_of(backend, contract, window_days(context), required))
+        else:
+            tables = iter([_whole(backend, contract, required)])
+        for table in tables:
+            for name in required:
+                nulls[name] += table.column(name).null_count
+        return dg.AssetCheckResult(
+            passed=not any(nulls.values()), metadata={"null_counts": dg.MetadataValue.json(nulls)}
+        )
+
+    return _check
+
+
+def _whole(backend, contract: TableContract, columns: Sequence[str]):
+    import pyarrow as pa
+
+    schema = pa.schema([contract.schema.field(c) for c in columns])
+    batches = list(backend.scan(contract, None, columns))
+    return pa.Table.from_batches(batches, schema=schema) if batches else schema.empty_table()
+
+
+def _row_count(backend, contract: TableContract, days) -> int:
+    return sum(batch.num_rows for batch in backend.scan(contract, days, [contract.partition_column]))
+
+
+@dg.asset_check(
+    asset="orders",
+    partitions_def=DAILY,
+    description="Rejected rows / (loaded + rejected rows) of the window stays under `max_rate`.",
+)
+def orders_reject_rate(
+    context: dg.AssetCheckExecutionContext, config: RateThreshold, warehouse: WarehouseResource
+) -> dg.AssetCheckResult:
+    backend = warehouse.backend()
+    days = window_days(context)
+    loaded = _row_count(backend, ORDERS, days)
+    rejected = _row_count(backend, ORDERS_REJECTS, days)
+    rate = rejected / (loaded + rejected) if loaded + rejected else 0.0
+    return dg.AssetCheckResult(
+        passed=rate <= config.max_rate,
+        metadata={
+            "rows_loaded": loaded,
+            "rows_rejected": rejected,
+            "reject_rate": round(rate, 6),
+            "max_rate": config.max_rate,
+        },
+    )
+
+
+@dg.asset_check(
+    asset="customer_orders",
+    partitions_def=DAILY,
+    description="Orders with no customer version valid at order time stay under `max_rate`; "
+    "their count is reported.",
+)
+def customer_orders_orphans(
+    context: dg.AssetCheckExecutionContext, config: OrphanThreshold, warehouse: WarehouseResource
+) -> dg.AssetCheckResult:
+    orphans = rows = 0
+    for _, table in days_of(warehouse.backend(), CUSTOMER_ORDERS, window_days(context), ["is_orphan"]):
+        rows += table.num_rows
+        orphans += int(pc.sum(table.column("is_orphan")).as_py() or 0)
+    rate = orphans / rows if rows else 0.0
+    return dg.AssetCheckResult(
+        passed=rate <= config.max_rate,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "orphan_orders": orphans,
+            "orders": rows,
+            "orphan_rate": round(rate, 6),
+            "max_rate": config.max_rate,
+        },
+    )
+
+
+@dg.asset_check(
+    asset="daily_customer_metrics",
+    partitions_def=DAILY,
+    blocking=True,
+    description="For every day of the window, the metrics' total spend and order count equal the "
+    "sum of order amounts and the number of orders in customer_orders.",
+)
+def daily_customer_metrics_reconcile(
+    context: dg.AssetCheckExecutionContext, config: Tolerance, warehouse: WarehouseResource
+) -> dg.AssetCheckResult:
+    backend = warehouse.backend()
+    days = window_days(context)
+    mismatches = {}
+    spend_total = orders_total = 0.0
+    for (day, metrics), (_, joined) in zip(
+        days_of(backend, DAILY_CUSTOMER_METRICS, days, ["total_spend", "order_count"]),
+        days_of(backend, CUSTOMER_ORDERS, days, ["order_amount"]),
+    ):
+        spend = float(pc.sum(metrics.column("total_spend")).as_py() or 0.0)
+        count = int(pc.sum(metrics.column("order_count")).as_py() or 0)
+        amount = float(pc.sum(joined.column("order_amount")).as_py() or 0.0)
+        spend_total += spend
+        orders_total += amount
+        if count != joined.num_rows or abs(spend - amount) > config.cents_per_row * max(metrics.num_rows, 1):
+            mismatches[day.isoformat()] = {
+                "total_spend": spend,
+                "order_amount": amount,
+                "order_count": count,
+                "orders": joined.num_rows,
+            }
+    return dg.AssetCheckResult(
+        passed=not mismatches,
+        metadata={
+            "mismatched_days": dg.MetadataValue.json(mismatches),
+            "total_spend": round(spend_total, 2),
+            "order_amount_total": round(orders_total, 2),
+        },
+    )
+
+
+@dg.asset_check(
+    asset="customers",
+    description="Every customer has exactly one current version, and only the current version "
+    "has no valid_to.",
+)
+def customers_one_current_version(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    table = _whole(warehouse.backend(), CUSTOMERS, ["customer_id", "is_current", "valid_to"])
+    current = table.filter(table.column("is_current"))
+    customers_n = len(pc.unique(table.column("customer_id")))
+    many = duplicate_keys(current.select(["customer_id"]), ["customer_id"])
+    open_not_current = table.filter(
+        pc.and_(pc.is_null(table.column("valid_to")), pc.invert(table.column("is_current")))
+    ).num_rows
+    passed = current.num_rows == customers_n and many.num_rows == 0 and open_not_current == 0
+    return dg.AssetCheckResult(
+        passed=passed,
+        metadata={
+            "customers": customers_n,
+            "current_rows": current.num_rows,
+            "customers_with_several_current": many.num_rows,
+            "open_rows_not_current": open_not_current,
+        },
+    )
+
+
+CHECKS = [
+    *(
+        build_unique_key_check(c)
+        for c in (RAW_CUSTOMERS, CUSTOMERS, ORDERS, CUSTOMER_ORDERS, DAILY_CUSTOMER_METRICS)
+    ),
+    *(build_not_null_check(c) for c in (RAW_CUSTOMERS, ORDERS, CUSTOMER_ORDERS, DAILY_CUSTOMER_METRICS)),
+    orders_reject_rate,
+    customer_orders_orphans,
+    daily_customer_metrics_reconcile,
+    customers_one_current_version,
+]

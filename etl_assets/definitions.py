@@ -1,0 +1,32 @@
+"""The code location: every warehouse table as an asset, its checks, jobs, schedules and resources."""
+
+import dagster as dg
+
+from etl_assets.assets.customers import customers, raw_customers
+from etl_assets.assets.marts import customer_orders, daily_customer_metrics
+from etl_assets.assets.orders import orders_and_rejects
+from etl_assets.assets.sources import SOURCE_SPECS
+from etl_assets.automation import daily_job, daily_schedule
+from etl_assets.checks.rules import CHECKS
+from etl_assets.resources import RayResource, SourcesResource, WarehouseResource
+
+defs = dg.Definitions(
+    assets=[
+        *SOURCE_SPECS,
+        raw_customers,
+        customers,
+        orders_and_rejects,
+        customer_orders,
+        daily_customer_metrics,
+    ],
+    asset_checks=CHECKS,
+    jobs=[daily_job],
+    schedules=[daily_schedule],
+    resources={
+        "ray_cluster": RayResource(),
+        "sources": SourcesResource(),
+        "warehouse": WarehouseResource(),
+    },
+    # One Ray session per run: every step of the run executes in this process.
+    executor=dg.in_process_executor,
+)

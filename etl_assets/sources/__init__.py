@@ -1,0 +1,1 @@
+"""Readers that turn the platform's sources into Ray Datasets."""

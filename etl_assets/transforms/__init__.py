@@ -1,0 +1,1 @@
+"""Pure transforms over ``pyarrow.Table`` batches. Nothing here imports Dagster or Ray."""

@@ -1,0 +1,340 @@
+"""Delta Lake backend.
+
+Window replaces and appends: Ray workers write Parquet files into the table's folder and return a
+small manifest (path, size, row count); the driver commits every file of the run in one Delta
+transaction (``create_write_transaction``). Until that commit the files are invisible, so a failed
+run leaves the table at its previous version. Merges stream blocks through the driver into
+``DeltaTable.merge``, which also commits once.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import date
+from functools import partial
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import ray.data
+from deltalake import DeltaTable
+from deltalake.transaction import AddAction
+from ray.data.datasource import Partitioning
+
+from etl_assets.transforms.tables import TableContract, conform
+from etl_assets.warehouse.base import ReplaceResult, Router, Warehouse, WriteResult
+
+MANIFEST_SCHEMA = pa.schema(
+    [
+        ("table", pa.string()),
+        ("path", pa.string()),
+        ("partition_column", pa.string()),
+        ("partition_value", pa.string()),
+        ("size", pa.int64()),
+        ("num_records", pa.int64()),
+        ("stats", pa.string()),
+    ]
+)
+
+
+def _file_stats(table: pa.Table) -> str:
+    return json.dumps(
+        {
+            "numRecords": table.num_rows,
+            "nullCount": {name: table.column(name).null_count for name in table.column_names},
+        }
+    )
+
+
+def write_block_files(
+    block: pa.Table,
+    *,
+    targets: Mapping[str, TableContract],
+    uris: Mapping[str, str],
+    allowed_days: frozenset[str] | None,
+    route: Router | None,
+) -> pa.Table:
+    """Runs in a Ray task: write one block's rows as Parquet files, return their manifest rows.
+
+    Files are named by a fresh uuid, so a retried task never overwrites a file another commit uses.
+    """
+    outputs = route(block) if route else {next(iter(targets)): block}
+    rows: list[dict] = []
+    for name, table in outputs.items():
+        contract = targets.get(name)
+        if contract is None:
+            rows.append({"table": name, "num_records": table.num_rows})
+            continue
+        table = conform(table, contract)
+        if table.num_rows == 0:
+            continue
+        fs, root = pafs.FileSystem.from_uri(uris[name])
+        column = contract.partition_column
+        if column is None:
+            groups = [(None, table)]
+        else:
+            days = pc.unique(table.column(column)).cast(pa.string()).to_pylist()
+            outside = sorted(set(days) - allowed_days) if allowed_days is not None else []
+            if outside:
+                raise ValueError(
+                    f"{name}: rows for {', '.join(outside)} fall outside the window being replaced"
+                )
+            groups = [
+                (day, table.filter(pc.equal(table.column(column), pa.scalar(date.fromisoformat(day)))))
+                for day in days
+            ]
+        for day, rows_of_day in groups:
+            data = rows_of_day.drop_columns([column]) if column else rows_of_day
+            relative = f"{column}={day}/" if column else ""
+            relative += f"part-{uuid.uuid4().hex}.parquet"
+            fs.create_dir(f"{root}/{relative.rsplit('/', 1)[0]}" if column else root, recursive=True)
+            pq.write_table(data, f"{root}/{relative}", filesystem=fs, compression="snappy")
+            rows.append(
+                {
+                    "table": name,
+                    "path": relative,
+                    "partition_column": column,
+                    "partition_value": day,
+                    "size": fs.get_file_info(f"{root}/{relative}").size,
+                    "num_records": data.num_rows,
+                    "stats": _file_stats(data),
+                }
+            )
+    return pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
+
+
+class DeltaWarehouse(Warehouse):
+    """Tables at ``<root>/<table name>``, partitioned by their date column where they are daily."""
+
+    def __init__(self, root: str, storage_options: Mapping[str, str] | None = None):
+        self.root = root.rstrip("/")
+        self.storage_options = dict(storage_options or {})
+
+    # -- locations and metadata -------------------------------------------------------------
+
+    def location(self, table: TableContract) -> str:
+        return f"{self.root}/{table.name}"
+
+    def exists(self, table: TableContract) -> bool:
+        return DeltaTable.is_deltatable(self.location(table), storage_options=self.storage_options)
+
+    def _table(self, table: TableContract) -> DeltaTable:
+        return DeltaTable(self.location(table), storage_options=self.storage_options)
+
+    def _ensure(self, table: TableContract) -> DeltaTable:
+        if not self.exists(table):
+            DeltaTable.create(
+                self.location(table),
+                table.schema,
+                mode="ignore",
+                partition_by=[table.partition_column] if table.partition_column else None,
+                name=table.name,
+                storage_options=self.storage_options,
+            )
+        delta = self._table(table)
+        self._check_schema(delta, table)
+        return delta
+
+    def _check_schema(self, delta: DeltaTable, table: TableContract) -> None:
+        existing = pa.schema(delta.schema().to_arrow())
+        have = {f.name: f.type for f in existing}
+        for field in table.schema:
+            if field.name not in have:
+                raise ValueError(
+                    f"{self.location(table)}: column {field.name} ({field.type}) is missing from the table"
+                )
+            if not _same_type(have[field.name], field.type):
+                raise ValueError(
+                    f"{self.location(table)}: column {field.name} is {have[field.name]} in the table"
+                    f" but {field.type} in the contract"
+                )
+
+    def _add_actions(self, table: TableContract) -> pa.Table:
+        return pa.table(self._table(table).get_add_actions(flatten=True))
+
+    def row_count(self, table: TableContract) -> int:
+        if not self.exists(table):
+            return 0
+        actions = self._add_actions(table)
+        return int(pc.sum(actions.column("num_records")).as_py() or 0) if actions.num_rows else 0
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def replace_window(
+        self,
+        ds: ray.data.Dataset,
+        targets: Sequence[TableContract],
+        days: Sequence[date],
+        route: Router | None = None,
+    ) -> ReplaceResult:
+        for target in targets:
+            if target.partition_column is None:
+                raise ValueError(f"{target.name} has no partition column: a window replace needs one")
+        day_strings = sorted({d.isoformat() for d in days})
+        manifests = self._write_files(ds, targets, frozenset(day_strings), route)
+        results = {}
+        for target in targets:
+            files = manifests.get(target.name, [])
+            self._ensure(target).create_write_transaction(
+                [_add_action(f) for f in files],
+                mode="overwrite",
+                schema=target.schema,
+                partition_by=[target.partition_column],
+                partition_filters=[(target.partition_column, "in", day_strings)],
+            )
+            results[target.name] = self._result(target, files, day_strings)
+        others = Counter()
+        for name, files in manifests.items():
+            if name not in results:
+                others[name] += sum(f["num_records"] for f in files)
+        return ReplaceResult(tables=results, other_counts=dict(others))
+
+    def append(self, ds: ray.data.Dataset, target: TableContract) -> WriteResult:
+        files = self._write_files(ds, [target], None, None).get(target.name, [])
+        self._ensure(target).create_write_transaction(
+            [_add_action(f) for f in files],
+            mode="append",
+            schema=target.schema,
+            partition_by=[target.partition_column] if target.partition_column else None,
+        )
+        return self._result(target, files, None)
+
+    def merge(self, ds: ray.data.Dataset, target: TableContract) -> WriteResult:
+        if not target.keys:
+            raise ValueError(f"{target.name} has no key to merge on")
+        delta = self._ensure(target)
+        written = 0
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            nonlocal written
+            for block in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+                block = conform(block, target)
+                written += block.num_rows
+                yield from block.to_batches()
+
+        source = pa.RecordBatchReader.from_batches(target.schema, batches())
+        predicate = " AND ".join(f"t.{k} = s.{k}" for k in target.keys)
+        (
+            delta.merge(source, predicate, source_alias="s", target_alias="t")
+            .when_matched_update_all()
+            .when_not_matched_insert_all()
+            .execute()
+        )
+        return WriteResult(
+            table=target.name,
+            location=self.location(target),
+            rows_written=written,
+            table_row_count=self.row_count(target),
+            version=self._table(target).version(),
+        )
+
+    def _write_files(
+        self,
+        ds: ray.data.Dataset,
+        targets: Sequence[TableContract],
+        allowed_days: frozenset[str] | None,
+        route: Router | None,
+    ) -> dict[str, list[dict]]:
+        for target in targets:
+            self._ensure(target)
+        writer = partial(
+            write_block_files,
+            targets={t.name: t for t in targets},
+            uris={t.name: self.location(t) for t in targets},
+            allowed_days=allowed_days,
+            route=route,
+        )
+        manifests: dict[str, list[dict]] = defaultdict(list)
+        # Only the manifest (a row per file) reaches the driver.
+        manifest = ds.map_batches(writer, batch_format="pyarrow", batch_size=None)
+        for batch in manifest.iter_batches(batch_format="pyarrow", batch_size=None):
+            for row in batch.to_pylist():
+                manifests[row["table"]].append(row)
+        return manifests
+
+    def _result(self, target: TableContract, files: list[dict], days: list[str] | None) -> WriteResult:
+        per_day: Counter[str] = Counter({d: 0 for d in days or []})
+        for f in files:
+            if f["partition_value"] is not None:
+                per_day[f["partition_value"]] += f["num_records"]
+        return WriteResult(
+            table=target.name,
+            location=self.location(target),
+            rows_written=sum(f["num_records"] for f in files),
+            table_row_count=self.row_count(target),
+            version=self._table(target).version(),
+            rows_per_day=dict(sorted(per_day.items())),
+        )
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def read(
+        self,
+        table: TableContract,
+        days: Sequence[date] | None = None,
+        columns: Sequence[str] | None = None,
+    ) -> ray.data.Dataset:
+        columns = list(columns or table.column_names)
+        schema = pa.schema([table.schema.field(c) for c in columns])
+        if not self.exists(table):
+            raise FileNotFoundError(
+                f"table {table.name} does not exist at {self.location(table)}: materialize it first"
+            )
+        actions = self._add_actions(table)
+        column = table.partition_column
+        if column and days is not None and actions.num_rows:
+            wanted = pa.array(sorted(days), pa.date32())
+            partition = actions.column(f"partition.{column}").cast(pa.date32())
+            actions = actions.filter(pc.is_in(partition, value_set=wanted))
+        if actions.num_rows == 0:
+            return ray.data.from_arrow(schema.empty_table())
+        files = [f"{self.location(table)}/{p}" for p in actions.column("path").to_pylist()]
+        ds = ray.data.read_parquet(
+            files,
+            columns=list(columns),
+            partitioning=Partitioning("hive", base_dir=self.location(table)) if column else None,
+            filesystem=pafs.FileSystem.from_uri(self.location(table))[0],
+        )
+        return ds.map_batches(partial(_to_schema, schema=schema), batch_format="pyarrow", batch_size=None)
+
+    def scan(
+        self,
+        table: TableContract,
+        days: Sequence[date] | None = None,
+        columns: Sequence[str] | None = None,
+    ) -> Iterator[pa.RecordBatch]:
+        if not self.exists(table):
+            return iter(())
+        dataset = self._table(table).to_pyarrow_dataset()
+        flt = None
+        if days is not None and table.partition_column:
+            flt = pads.field(table.partition_column).isin(pa.array(sorted(days), pa.date32()))
+        return dataset.to_batches(columns=list(columns) if columns else None, filter=flt)
+
+
+def _same_type(have: pa.DataType, want: pa.DataType) -> bool:
+    """Delta hands back large/view string types for strings; those count as the same type."""
+    if pa.types.is_string(want):
+        return pa.types.is_string(have) or pa.types.is_large_string(have) or pa.types.is_string_view(have)
+    return have == want
+
+
+def _to_schema(batch: pa.Table, schema: pa.Schema) -> pa.Table:
+    return pa.Table.from_arrays([batch.column(f.name).cast(f.type) for f in schema], schema=schema)
+
+
+def _add_action(f: dict) -> AddAction:
+    return AddAction(
+        path=f["path"],
+        size=f["size"],
+        partition_values={f["partition_column"]: f["partition_value"]} if f["partition_column"] else {},
+        modification_time=int(time.time() * 1000),
+        data_change=True,
+        stats=f["stats"],
+    )
