@@ -57,6 +57,9 @@ def clean_customers(batch: pa.Table) -> pa.Table:
 def mark_versions(batch: pa.Table, incoming: bool) -> pa.Table:
     """Customer versions tagged as incoming (this load) or existing (already in the dimension)."""
     versions = batch.select(ATTRIBUTES)
+    # One schema for both sides (nullability differs between the two tables), so they can be unioned.
+    schema = pa.schema([pa.field(f.name, f.type) for f in versions.schema])
+    versions = pa.Table.from_arrays(versions.columns, schema=schema)
     return versions.append_column(INCOMING, pa.array(np.full(batch.num_rows, incoming)))
 
 

@@ -1,0 +1,246 @@
+"""Transforms on hand-made Arrow tables: no Ray, no Dagster."""
+
+from datetime import UTC, date, datetime
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from etl_assets.transforms.customer_orders import join_point_in_time, prepare_dimension
+from etl_assets.transforms.customers import clean_customers, mark_versions, scd2_for_changed_customers
+from etl_assets.transforms.metrics import combine_daily_metrics, partial_daily_metrics
+from etl_assets.transforms.orders import classify_orders, split_classified
+from etl_assets.transforms.tables import ORDERS, conform
+
+UTC = UTC
+
+
+def ts(day: int, hour: int = 0) -> datetime:
+    return datetime(2024, 1, day, hour, tzinfo=UTC)
+
+
+def crm_rows(rows: list[tuple]) -> pa.Table:
+    names = [
+        "customer_id",
+        "name",
+        "email",
+        "phone",
+        "customer_segment",
+        "country",
+        "created_at",
+        "updated_at",
+    ]
+    return pa.table({n: [r[i] for r in rows] for i, n in enumerate(names)})
+
+
+def test_clean_customers_tidies_fields_and_collapses_exact_duplicates():
+    raw = crm_rows(
+        [
+            (
+                1,
+                "Ada",
+                "  Ada@Example.COM ",
+                "+1 (555) 123-4567",
+                "consumer",
+                "GB",
+                "2024-01-01 00:00:00.000000",
+                "2024-01-01 10:00:00.500000",
+            ),
+            (
+                1,
+                "Ada",
+                "  Ada@Example.COM ",
+                "+1 (555) 123-4567",
+                "consumer",
+                "GB",
+                "2024-01-01 00:00:00.000000",
+                "2024-01-01 10:00:00.500000",
+            ),
+            (
+                2,
+                "Alan",
+                "ALAN@x.org",
+                "555.987.6543",
+                "enterprise",
+                "US",
+                "2024-01-01 00:00:00.000000",
+                "2024-01-02 23:59:59.999999",
+            ),
+        ]
+    )
+    out = clean_customers(raw).to_pylist()
+    assert len(out) == 2
+    assert out[0]["email"] == "ada@example.com"
+    assert out[0]["phone"] == "15551234567"
+    assert out[0]["updated_at"] == datetime(2024, 1, 1, 10, 0, 0, 500000, tzinfo=UTC)
+    assert out[1]["updated_date"] == date(2024, 1, 2)
+    assert out[1]["phone"] == "5559876543"
+
+
+def versions(rows: list[tuple[int, datetime, str]], incoming: bool) -> pa.Table:
+    table = pa.table(
+        {
+            "customer_id": pa.array([r[0] for r in rows], pa.int64()),
+            "name": [f"c{r[0]}" for r in rows],
+            "email": ["e"] * len(rows),
+            "phone": ["1"] * len(rows),
+            "customer_segment": [r[2] for r in rows],
+            "country": ["US"] * len(rows),
+            "created_at": pa.array([r[1] for r in rows], pa.timestamp("us", tz="UTC")),
+            "updated_at": pa.array([r[1] for r in rows], pa.timestamp("us", tz="UTC")),
+        }
+    )
+    return mark_versions(table, incoming)
+
+
+def test_scd2_validity_chain_and_current_flag():
+    rows = [(1, ts(1), "a"), (1, ts(3), "b"), (1, ts(2), "c"), (2, ts(1), "a")]
+    out = scd2_for_changed_customers(versions(rows, True)).to_pylist()
+    chain = [(r["customer_id"], r["valid_from"], r["valid_to"], r["is_current"]) for r in out]
+    assert chain == [
+        (1, ts(1), ts(2), False),
+        (1, ts(2), ts(3), False),
+        (1, ts(3), None, True),
+        (2, ts(1), None, True),
+    ]
+
+
+def test_scd2_only_rebuilds_customers_with_incoming_versions_and_incoming_wins():
+    existing = versions([(1, ts(1), "old"), (2, ts(1), "x")], incoming=False)
+    incoming = versions([(1, ts(1), "new"), (1, ts(2), "later")], incoming=True)
+    out = scd2_for_changed_customers(pa.concat_tables([existing, incoming])).to_pylist()
+    assert [r["customer_id"] for r in out] == [1, 1]
+    assert [r["customer_segment"] for r in out] == ["new", "later"]
+    assert out[0]["valid_to"] == ts(2)
+
+
+@pytest.mark.parametrize("order", [[0, 1, 2], [2, 1, 0], [1, 2, 0]])
+def test_scd2_is_the_same_whatever_order_the_days_arrive_in(order):
+    days = [[(1, ts(1), "a")], [(1, ts(2), "b"), (2, ts(2), "z")], [(1, ts(3), "c")]]
+    table = None
+    for i in order:
+        incoming = versions(days[i], True)
+        batch = (
+            incoming
+            if table is None
+            else pa.concat_tables([mark_versions(table.select(incoming.column_names[:-1]), False), incoming])
+        )
+        changed = scd2_for_changed_customers(batch)
+        keep = table if table is not None else changed.schema.empty_table()
+        if table is not None:
+            # Merge by (customer_id, valid_from) as the warehouse does.
+            keys = set(zip(changed["customer_id"].to_pylist(), changed["valid_from"].to_pylist()))
+            mask = [
+                (c, v) not in keys
+                for c, v in zip(keep["customer_id"].to_pylist(), keep["valid_from"].to_pylist())
+            ]
+            keep = keep.filter(pa.array(mask))
+        table = pa.concat_tables([keep, changed]).sort_by(
+            [("customer_id", "ascending"), ("valid_from", "ascending")]
+        )
+    assert table.column("valid_to").to_pylist() == [ts(2), ts(3), None, None]
+    assert table.column("is_current").to_pylist() == [False, False, True, True]
+
+
+def lake_day(rows: list[tuple], folder: date) -> pa.Table:
+    return pa.table(
+        {
+            "order_id": pa.array([r[0] for r in rows], pa.int64()),
+            "customer_id": pa.array([r[1] for r in rows], pa.int64()),
+            "order_ts": pa.array([r[2] for r in rows], pa.timestamp("us", tz="UTC")),
+            "order_amount": pa.array([r[3] for r in rows], pa.float64()),
+            "quantity": pa.array([1] * len(rows), pa.int32()),
+            "channel": ["web"] * len(rows),
+            "order_date": pa.array([folder] * len(rows), pa.date32()),
+        }
+    )
+
+
+def test_classify_orders_gives_each_bad_row_its_first_failed_rule():
+    rows = [
+        (1, 10, ts(2, 5), 10.0),  # valid
+        (1, 10, ts(2, 5), 10.0),  # exact duplicate
+        (None, 10, ts(2, 5), 10.0),
+        (3, None, ts(2, 5), 10.0),
+        (4, 10, None, 10.0),
+        (5, 10, ts(2, 5), 0.0),
+        (6, 10, ts(2, 5), -3.0),
+        (7, 10, ts(3, 0), 5.0),  # next day, in the 2nd's folder
+        (None, None, ts(2, 1), -1.0),  # several failures: the first rule wins
+    ]
+    reasons = classify_orders(lake_day(rows, date(2024, 1, 2))).column("reject_reason").to_pylist()
+    assert reasons == [
+        None,
+        "duplicate",
+        "null_order_id",
+        "null_customer_id",
+        "null_order_ts",
+        "non_positive_amount",
+        "non_positive_amount",
+        "order_ts_outside_partition",
+        "null_order_id",
+    ]
+    parts = split_classified(classify_orders(lake_day(rows, date(2024, 1, 2))))
+    assert parts["orders"].num_rows == 1
+    assert parts["orders_rejects"].num_rows == 7
+    assert parts["duplicate"].num_rows == 1
+    assert parts["orders"].schema == ORDERS.schema
+
+
+def test_point_in_time_join_picks_version_valid_at_order_time_and_keeps_orphans():
+    dim = pa.table(
+        {
+            "customer_id": pa.array([1, 1], pa.int64()),
+            "valid_from": pa.array([ts(1), ts(2, 12)], pa.timestamp("us", tz="UTC")),
+            "name": ["Ada", "Ada"],
+            "customer_segment": ["consumer", "enterprise"],
+            "country": ["GB", "GB"],
+        }
+    )
+    orders = conform(
+        lake_day(
+            [
+                (1, 1, ts(2, 11), 5.0),  # before the mid-day change
+                (2, 1, ts(2, 12), 6.0),  # exactly at it: the new version
+                (3, 99, ts(2, 13), 7.0),  # unknown customer
+            ],
+            date(2024, 1, 2),
+        ),
+        ORDERS,
+    )
+    out = join_point_in_time(orders, prepare_dimension(dim)).to_pylist()
+    assert [r["order_id"] for r in out] == [1, 2, 3]
+    assert [r["customer_segment"] for r in out] == ["consumer", "enterprise", None]
+    assert [r["is_orphan"] for r in out] == [False, False, True]
+
+
+def test_partial_metrics_combine_to_the_same_as_one_pandas_groupby():
+    orders = conform(
+        lake_day([(i, i % 3, ts(2, i % 24), 1.1 * i) for i in range(1, 40)], date(2024, 1, 2)),
+        ORDERS,
+    )
+    joined = orders.append_column("customer_segment", pa.array(["s"] * orders.num_rows))
+    halves = [partial_daily_metrics(joined.slice(0, 17)), partial_daily_metrics(joined.slice(17))]
+    out = combine_daily_metrics(pa.concat_tables(halves)).to_pandas()
+    expected = (
+        joined.to_pandas()
+        .groupby(["customer_id"])
+        .agg(
+            total_spend=("order_amount", "sum"),
+            order_count=("order_id", "count"),
+            avg_order_value=("order_amount", "mean"),
+        )
+        .reset_index()
+    )
+    assert list(out["customer_id"]) == list(expected["customer_id"])
+    assert list(out["order_count"]) == list(expected["order_count"])
+    pd.testing.assert_series_equal(out["total_spend"], expected["total_spend"], check_names=False, rtol=1e-12)
+    pd.testing.assert_series_equal(
+        out["avg_order_value"], expected["avg_order_value"], check_names=False, rtol=1e-12
+    )
+
+
+def test_conform_names_the_column_that_does_not_fit():
+    bad = lake_day([(1, 1, ts(2), 5.0)], date(2024, 1, 2)).set_column(3, "order_amount", pa.array(["five"]))
+    with pytest.raises(ValueError, match=r"orders\.order_amount: cannot cast string"):
+        conform(bad, ORDERS)
