@@ -5,6 +5,7 @@ from contextlib import contextmanager
 
 import dagster as dg
 
+from etl_assets.partitions import DAILY, SINGLE_RUN
 from etl_assets.sources.crm import SourceError
 
 RAY_KINDS = {"ray", "deltalake"}
@@ -14,6 +15,14 @@ RAY_RETRY = dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIA
 
 # Op concurrency pool: at most one Ray job at a time on a small machine (see dagster.yaml).
 RAY_POOL = "ray"
+
+# What every daily, Ray-backed asset shares: a backfill of any range is one run and one Ray job.
+DAILY_RAY_ASSET = {
+    "partitions_def": DAILY,
+    "backfill_policy": SINGLE_RUN,
+    "retry_policy": RAY_RETRY,
+    "pool": RAY_POOL,
+}
 
 
 @contextmanager

@@ -5,10 +5,10 @@ from functools import partial
 
 import dagster as dg
 
-from etl_assets.assets.common import RAY_KINDS, RAY_POOL, RAY_RETRY, source_failures
+from etl_assets.assets.common import DAILY_RAY_ASSET, RAY_KINDS, source_failures
 from etl_assets.assets.metadata import definition_metadata, same_columns, write_metadata
 from etl_assets.assets.sources import crm_customers
-from etl_assets.partitions import DAILY, SINGLE_RUN, window_days
+from etl_assets.partitions import window_days
 from etl_assets.ray_steps import co_locate, map_blocks, timed
 from etl_assets.resources import RayResource, SourcesResource, WarehouseResource
 from etl_assets.sources.crm import CrmDatabase, read_customer_versions
@@ -34,12 +34,9 @@ CUSTOMERS_LINEAGE = {
 
 @dg.asset(
     deps=[crm_customers],
-    partitions_def=DAILY,
-    backfill_policy=SINGLE_RUN,
     group_name="staging",
     kinds=RAY_KINDS,
-    retry_policy=RAY_RETRY,
-    pool=RAY_POOL,
+    **DAILY_RAY_ASSET,
     metadata=definition_metadata(RAW_CUSTOMERS, RAW_LINEAGE),
 )
 def raw_customers(
@@ -64,12 +61,9 @@ def raw_customers(
 
 @dg.asset(
     deps=[raw_customers],
-    partitions_def=DAILY,
-    backfill_policy=SINGLE_RUN,
     group_name="staging",
     kinds=RAY_KINDS,
-    retry_policy=RAY_RETRY,
-    pool=RAY_POOL,
+    **DAILY_RAY_ASSET,
     metadata=definition_metadata(CUSTOMERS, CUSTOMERS_LINEAGE),
 )
 def customers(

@@ -3,10 +3,10 @@
 import dagster as dg
 import pyarrow as pa
 
-from etl_assets.assets.common import RAY_KINDS, RAY_POOL, RAY_RETRY, source_failures
+from etl_assets.assets.common import DAILY_RAY_ASSET, RAY_KINDS, source_failures
 from etl_assets.assets.customers import customers
 from etl_assets.assets.metadata import definition_metadata, same_columns, write_metadata
-from etl_assets.partitions import DAILY, SINGLE_RUN, window_days
+from etl_assets.partitions import window_days
 from etl_assets.ray_steps import broadcast_join, co_locate, map_blocks, timed
 from etl_assets.resources import RayResource, WarehouseResource
 from etl_assets.transforms.customer_orders import (
@@ -37,12 +37,9 @@ METRICS_LINEAGE = {
 
 @dg.asset(
     deps=["orders", customers],
-    partitions_def=DAILY,
-    backfill_policy=SINGLE_RUN,
     group_name="marts",
     kinds=RAY_KINDS,
-    retry_policy=RAY_RETRY,
-    pool=RAY_POOL,
+    **DAILY_RAY_ASSET,
     metadata=definition_metadata(CUSTOMER_ORDERS, CUSTOMER_ORDERS_LINEAGE),
 )
 def customer_orders(
@@ -69,12 +66,9 @@ def customer_orders(
 
 @dg.asset(
     deps=[customer_orders],
-    partitions_def=DAILY,
-    backfill_policy=SINGLE_RUN,
     group_name="marts",
     kinds=RAY_KINDS,
-    retry_policy=RAY_RETRY,
-    pool=RAY_POOL,
+    **DAILY_RAY_ASSET,
     metadata=definition_metadata(DAILY_CUSTOMER_METRICS, METRICS_LINEAGE),
 )
 def daily_customer_metrics(

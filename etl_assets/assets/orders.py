@@ -4,10 +4,10 @@ from collections.abc import Iterator
 
 import dagster as dg
 
-from etl_assets.assets.common import RAY_KINDS, RAY_POOL, RAY_RETRY, source_failures
+from etl_assets.assets.common import DAILY_RAY_ASSET, RAY_KINDS, source_failures
 from etl_assets.assets.metadata import definition_metadata, same_columns, write_metadata
 from etl_assets.assets.sources import orders_lake
-from etl_assets.partitions import DAILY, SINGLE_RUN, window_days
+from etl_assets.partitions import window_days
 from etl_assets.ray_steps import timed
 from etl_assets.resources import RayResource, SourcesResource, WarehouseResource
 from etl_assets.sources.orders_lake import LAKE_SCHEMA, inspect_days, read_orders_days
@@ -53,10 +53,7 @@ order_ts_outside_partition) and the lake folder's day as `order_date`."""
             metadata=definition_metadata(ORDERS_REJECTS, REJECTS_LINEAGE),
         ),
     ],
-    partitions_def=DAILY,
-    backfill_policy=SINGLE_RUN,
-    retry_policy=RAY_RETRY,
-    pool=RAY_POOL,
+    **DAILY_RAY_ASSET,
 )
 def orders_and_rejects(
     context: dg.AssetExecutionContext,

@@ -13,6 +13,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import ray.data
 
+from etl_assets.transforms.customers import SOURCE_COLUMNS as CUSTOMER_COLUMNS
+
 
 class SourceError(RuntimeError):
     """A source cannot be read as a whole: missing, unreachable, or not the expected shape."""
@@ -91,18 +93,6 @@ class CrmDatabase:
     def timestamp_param(self, value: datetime) -> Any:
         # SQLite keeps timestamps as fixed-width ISO text, which compares correctly as text.
         return value.strftime("%Y-%m-%d %H:%M:%S") if self.is_sqlite else value
-
-
-CUSTOMER_COLUMNS = (
-    "customer_id",
-    "name",
-    "email",
-    "phone",
-    "customer_segment",
-    "country",
-    "created_at",
-    "updated_at",
-)
 
 
 def read_customer_versions(crm: CrmDatabase, start: datetime, end: datetime) -> ray.data.Dataset:
