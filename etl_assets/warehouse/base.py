@@ -14,6 +14,13 @@ from etl_assets.transforms.tables import TableContract
 
 # Splits one block into rows per output name. Names that are not target tables are counted only.
 Router = Callable[[pa.Table], Mapping[str, pa.Table]]
+# A value of a table's partition column: a day of a daily table, a batch id of a batch table.
+PartitionValue = date | str
+
+
+def partition_strings(values: Sequence[PartitionValue]) -> list[str]:
+    """Partition values as the warehouse spells them: ISO dates, other values as they are."""
+    return sorted({v.isoformat() if isinstance(v, date) else str(v) for v in values})
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,19 @@ class Warehouse(ABC):
     """
 
     @abstractmethod
+    def replace_partitions(
+        self,
+        ds: ray.data.Dataset,
+        targets: Sequence[TableContract],
+        partitions: Sequence[PartitionValue],
+        route: Router | None = None,
+    ) -> ReplaceResult:
+        """Replace exactly the rows of ``partitions`` (values of each target's partition column).
+
+        With several targets, ``route`` splits each block among them; a partition with no rows ends
+        empty. Rows outside ``partitions`` are refused.
+        """
+
     def replace_window(
         self,
         ds: ray.data.Dataset,
@@ -49,14 +69,24 @@ class Warehouse(ABC):
         days: Sequence[date],
         route: Router | None = None,
     ) -> ReplaceResult:
-        """Replace exactly the rows of ``days`` in each daily target with the dataset's rows.
-
-        With several targets, ``route`` splits each block among them; a day with no rows ends empty.
-        """
+        """Replace the given days of daily tables (see ``replace_partitions``)."""
+        return self.replace_partitions(ds, targets, days, route)
 
     @abstractmethod
-    def merge(self, ds: ray.data.Dataset, target: TableContract) -> WriteResult:
-        """Upsert rows by ``target.keys``: update matched rows, insert the others."""
+    def merge(
+        self,
+        ds: ray.data.Dataset,
+        target: TableContract,
+        update_if: str | None = None,
+        delete_unmatched_in: tuple[str, Sequence[object]] | None = None,
+    ) -> WriteResult:
+        """Upsert rows by ``target.keys``: update matched rows, insert the others.
+
+        ``update_if`` names a column: a matched row is updated only when the incoming value is
+        greater (for change data capture, so an old version never overwrites a newer one).
+        ``delete_unmatched_in=(column, values)`` also deletes target rows with ``column`` in
+        ``values`` that the source does not hold: the source is then the whole truth for them.
+        """
 
     @abstractmethod
     def append(self, ds: ray.data.Dataset, target: TableContract) -> WriteResult:
@@ -66,16 +96,16 @@ class Warehouse(ABC):
     def read(
         self,
         table: TableContract,
-        days: Sequence[date] | None = None,
+        partitions: Sequence[PartitionValue] | None = None,
         columns: Sequence[str] | None = None,
     ) -> ray.data.Dataset:
-        """The table (or the given days of a daily table) as a Ray Dataset."""
+        """The table (or the given partitions of it) as a Ray Dataset."""
 
     @abstractmethod
     def scan(
         self,
         table: TableContract,
-        days: Sequence[date] | None = None,
+        partitions: Sequence[PartitionValue] | None = None,
         columns: Sequence[str] | None = None,
     ) -> Iterator[pa.RecordBatch]:
         """Stream the table's rows to the caller in bounded batches (for checks and tests)."""

@@ -14,7 +14,7 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import date
+from datetime import UTC, date, datetime
 from functools import partial
 
 import pyarrow as pa
@@ -28,7 +28,14 @@ from deltalake.transaction import AddAction
 from ray.data.datasource import Partitioning
 
 from etl_assets.transforms.tables import TableContract, conform
-from etl_assets.warehouse.base import ReplaceResult, Router, Warehouse, WriteResult
+from etl_assets.warehouse.base import (
+    PartitionValue,
+    ReplaceResult,
+    Router,
+    Warehouse,
+    WriteResult,
+    partition_strings,
+)
 
 MANIFEST_SCHEMA = pa.schema(
     [
@@ -79,16 +86,14 @@ def write_block_files(
         if column is None:
             groups = [(None, table)]
         else:
-            days = pc.unique(table.column(column)).cast(pa.string()).to_pylist()
-            outside = sorted(set(days) - allowed_days) if allowed_days is not None else []
+            spelled = table.column(column).cast(pa.string())
+            values = pc.unique(spelled).to_pylist()
+            outside = sorted(set(values) - allowed_days) if allowed_days is not None else []
             if outside:
                 raise ValueError(
-                    f"{name}: rows for {', '.join(outside)} fall outside the window being replaced"
+                    f"{name}: rows for {', '.join(outside)} fall outside the partitions being replaced"
                 )
-            groups = [
-                (day, table.filter(pc.equal(table.column(column), pa.scalar(date.fromisoformat(day)))))
-                for day in days
-            ]
+            groups = [(value, table.filter(pc.equal(spelled, value))) for value in values]
         for day, rows_of_day in groups:
             data = rows_of_day.drop_columns([column]) if column else rows_of_day
             relative = f"{column}={day}/" if column else ""
@@ -166,18 +171,18 @@ class DeltaWarehouse(Warehouse):
 
     # -- writes -------------------------------------------------------------------------------
 
-    def replace_window(
+    def replace_partitions(
         self,
         ds: ray.data.Dataset,
         targets: Sequence[TableContract],
-        days: Sequence[date],
+        partitions: Sequence[PartitionValue],
         route: Router | None = None,
     ) -> ReplaceResult:
         for target in targets:
             if target.partition_column is None:
-                raise ValueError(f"{target.name} has no partition column: a window replace needs one")
-        day_strings = sorted({d.isoformat() for d in days})
-        manifests = self._write_files(ds, targets, frozenset(day_strings), route)
+                raise ValueError(f"{target.name} has no partition column: a partition replace needs one")
+        values = partition_strings(partitions)
+        manifests = self._write_files(ds, targets, frozenset(values), route)
         results = {}
         for target in targets:
             files = manifests.get(target.name, [])
@@ -186,9 +191,9 @@ class DeltaWarehouse(Warehouse):
                 mode="overwrite",
                 schema=target.schema,
                 partition_by=[target.partition_column],
-                partition_filters=[(target.partition_column, "in", day_strings)],
+                partition_filters=[(target.partition_column, "in", values)],
             )
-            results[target.name] = self._result(target, files, day_strings)
+            results[target.name] = self._result(target, files, values)
         others = Counter()
         for name, files in manifests.items():
             if name not in results:
@@ -205,7 +210,13 @@ class DeltaWarehouse(Warehouse):
         )
         return self._result(target, files, None)
 
-    def merge(self, ds: ray.data.Dataset, target: TableContract) -> WriteResult:
+    def merge(
+        self,
+        ds: ray.data.Dataset,
+        target: TableContract,
+        update_if: str | None = None,
+        delete_unmatched_in: tuple[str, Sequence[object]] | None = None,
+    ) -> WriteResult:
         if not target.keys:
             raise ValueError(f"{target.name} has no key to merge on")
         delta = self._ensure(target)
@@ -220,12 +231,18 @@ class DeltaWarehouse(Warehouse):
 
         source = pa.RecordBatchReader.from_batches(target.schema, batches())
         predicate = " AND ".join(f"t.{k} = s.{k}" for k in target.keys)
-        (
-            delta.merge(source, predicate, source_alias="s", target_alias="t")
-            .when_matched_update_all()
-            .when_not_matched_insert_all()
-            .execute()
+        merger = delta.merge(source, predicate, source_alias="s", target_alias="t")
+        merger = merger.when_matched_update_all(
+            predicate=f"s.{update_if} > t.{update_if}" if update_if else None
         )
+        merger = merger.when_not_matched_insert_all()
+        if delete_unmatched_in is not None:
+            column, values = delete_unmatched_in
+            if not values:
+                raise ValueError(f"{target.name}: delete_unmatched_in needs at least one value")
+            literals = ", ".join(_sql_literal(v) for v in values)
+            merger = merger.when_not_matched_by_source_delete(predicate=f"t.{column} IN ({literals})")
+        merger.execute()
         return WriteResult(
             table=target.name,
             location=self.location(target),
@@ -277,7 +294,7 @@ class DeltaWarehouse(Warehouse):
     def read(
         self,
         table: TableContract,
-        days: Sequence[date] | None = None,
+        partitions: Sequence[PartitionValue] | None = None,
         columns: Sequence[str] | None = None,
     ) -> ray.data.Dataset:
         columns = list(columns or table.column_names)
@@ -288,9 +305,9 @@ class DeltaWarehouse(Warehouse):
             )
         actions = self._add_actions(table)
         column = table.partition_column
-        if column and days is not None and actions.num_rows:
-            wanted = pa.array(sorted(days), pa.date32())
-            partition = actions.column(f"partition.{column}").cast(pa.date32())
+        if column and partitions is not None and actions.num_rows:
+            wanted = pa.array(partition_strings(partitions), pa.string())
+            partition = actions.column(f"partition.{column}").cast(pa.string())
             actions = actions.filter(pc.is_in(partition, value_set=wanted))
         if actions.num_rows == 0:
             return ray.data.from_arrow(schema.empty_table())
@@ -306,15 +323,17 @@ class DeltaWarehouse(Warehouse):
     def scan(
         self,
         table: TableContract,
-        days: Sequence[date] | None = None,
+        partitions: Sequence[PartitionValue] | None = None,
         columns: Sequence[str] | None = None,
     ) -> Iterator[pa.RecordBatch]:
         if not self.exists(table):
             return iter(())
         dataset = self._table(table).to_pyarrow_dataset()
         flt = None
-        if days is not None and table.partition_column:
-            flt = pads.field(table.partition_column).isin(pa.array(sorted(days), pa.date32()))
+        if partitions is not None and table.partition_column:
+            kind = table.schema.field(table.partition_column).type
+            wanted = pa.array(partition_strings(partitions), pa.string()).cast(kind)
+            flt = pads.field(table.partition_column).isin(wanted)
         return dataset.to_batches(columns=list(columns) if columns else None, filter=flt)
 
 
@@ -323,6 +342,19 @@ def _same_type(have: pa.DataType, want: pa.DataType) -> bool:
     if pa.types.is_string(want):
         return pa.types.is_string(have) or pa.types.is_large_string(have) or pa.types.is_string_view(have)
     return have == want
+
+
+def _sql_literal(value: object) -> str:
+    """A literal for a merge predicate; values come from the data, never from users."""
+    if isinstance(value, datetime):
+        text = value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    elif isinstance(value, date):
+        text = value.isoformat()
+    elif isinstance(value, int | float):
+        return repr(value)
+    else:
+        text = str(value)
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _to_schema(batch: pa.Table, schema: pa.Schema) -> pa.Table:
