@@ -3,10 +3,11 @@
 import dagster as dg
 
 from etl_assets.assets.customers import customers, raw_customers
+from etl_assets.assets.events import events_and_rejects, hourly_user_metrics
 from etl_assets.assets.marts import customer_orders, daily_customer_metrics
 from etl_assets.assets.orders import orders_and_rejects
 from etl_assets.assets.sources import SOURCE_SPECS
-from etl_assets.automation import daily_job, daily_schedule
+from etl_assets.automation import daily_job, daily_schedule, events_job, events_landing_sensor
 from etl_assets.checks.rules import CHECKS
 from etl_assets.resources import RayResource, SourcesResource, WarehouseResource
 
@@ -18,10 +19,13 @@ defs = dg.Definitions(
         orders_and_rejects,
         customer_orders,
         daily_customer_metrics,
+        events_and_rejects,
+        hourly_user_metrics,
     ],
     asset_checks=CHECKS,
-    jobs=[daily_job],
+    jobs=[daily_job, events_job],
     schedules=[daily_schedule],
+    sensors=[events_landing_sensor],
     resources={
         "ray_cluster": RayResource(),
         "sources": SourcesResource(),

@@ -21,3 +21,7 @@ def window_days(
     window = context.partition_time_window
     first, end = window.start.date(), window.end.date()
     return [first + timedelta(days=i) for i in range((end - first).days)]
+
+
+# One partition per landing batch of events, registered by the landing-zone sensor.
+EVENT_BATCHES = dg.DynamicPartitionsDefinition(name="event_batches")

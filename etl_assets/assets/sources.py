@@ -18,4 +18,19 @@ orders_lake = dg.AssetSpec(
     "delivered at least once.",
 )
 
-SOURCE_SPECS = [crm_customers, orders_lake]
+events_landing = dg.AssetSpec(
+    "events_landing",
+    group_name="sources",
+    kinds={"json"},
+    description="Events landing zone: one folder per batch under `landing/events/<batch_id>/`, "
+    "JSON lines; events may be re-delivered in later batches.",
+)
+
+crm_transactions = dg.AssetSpec(
+    "crm_transactions",
+    group_name="sources",
+    kinds={"sqlite", "postgres"},
+    description="CRM `transactions` table: updated in place, `updated_at` moves forward on each change.",
+)
+
+SOURCE_SPECS = [crm_customers, orders_lake, events_landing, crm_transactions]

@@ -152,3 +152,53 @@ def conform(table: pa.Table, contract: TableContract) -> pa.Table:
                 f"{contract.name}.{field.name}: {arrays[-1].null_count} null value(s) in a non-null column"
             )
     return pa.Table.from_arrays(arrays, schema=contract.schema)
+
+
+EVENTS = TableContract(
+    name="events",
+    columns=(
+        _col("event_id", pa.string(), "event id, unique across all batches", nullable=False),
+        _col("user_id", pa.int64(), "user (CRM customer id)", nullable=False),
+        _col("event_type", pa.string(), "what happened", nullable=False),
+        _col("timestamp", UTC_TS, "when it happened (UTC)", nullable=False),
+        _col("session_duration", pa.float64(), "session length in seconds, >= 0", nullable=False),
+        _col("event_hour", UTC_TS, "timestamp truncated to the hour (UTC)", nullable=False),
+        _col("day_of_week", pa.int8(), "0 = Monday ... 6 = Sunday (UTC)", nullable=False),
+        _col("is_weekend", pa.bool_(), "Saturday or Sunday (UTC)", nullable=False),
+        _col("source_file", pa.string(), "landing file the event was first loaded from", nullable=False),
+        _col("line_number", pa.int64(), "line of source_file, from 1", nullable=False),
+        _col("batch_id", pa.string(), "landing batch: the partition", nullable=False),
+    ),
+    keys=("event_id",),
+    partition_column="batch_id",
+)
+
+EVENTS_REJECTS = TableContract(
+    name="events_rejects",
+    columns=(
+        _col("source_file", pa.string(), "landing file", nullable=False),
+        _col("line_number", pa.int64(), "line of source_file, from 1", nullable=False),
+        _col("raw_line", pa.string(), "the line as delivered", nullable=False),
+        _col("reject_reason", pa.string(), "why the line was not loaded", nullable=False),
+        _col("batch_id", pa.string(), "landing batch: the partition", nullable=False),
+    ),
+    keys=("source_file", "line_number"),
+    partition_column="batch_id",
+)
+
+HOURLY_USER_METRICS = TableContract(
+    name="hourly_user_metrics",
+    columns=(
+        _col("event_hour", UTC_TS, "hour (UTC)", nullable=False),
+        _col("user_id", pa.int64(), "user", nullable=False),
+        _col("event_count", pa.int64(), "events of the user in the hour", nullable=False),
+        _col(
+            "total_session_duration",
+            pa.float64(),
+            "sum(session_duration), to the microsecond",
+            nullable=False,
+        ),
+        _col("avg_session_duration", pa.float64(), "total_session_duration / event_count", nullable=False),
+    ),
+    keys=("event_hour", "user_id"),
+)

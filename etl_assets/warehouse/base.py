@@ -111,6 +111,10 @@ class Warehouse(ABC):
         """Stream the table's rows to the caller in bounded batches (for checks and tests)."""
 
     @abstractmethod
+    def partitions(self, table: TableContract) -> list[str]:
+        """The partition values the table holds rows for (empty when it does not exist)."""
+
+    @abstractmethod
     def row_count(self, table: TableContract) -> int:
         """Rows in the table now; 0 when it does not exist yet."""
 

@@ -163,6 +163,15 @@ class DeltaWarehouse(Warehouse):
     def _add_actions(self, table: TableContract) -> pa.Table:
         return pa.table(self._table(table).get_add_actions(flatten=True))
 
+    def partitions(self, table: TableContract) -> list[str]:
+        if not self.exists(table) or table.partition_column is None:
+            return []
+        actions = self._add_actions(table)
+        if actions.num_rows == 0:
+            return []
+        values = actions.column(f"partition.{table.partition_column}").cast(pa.string())
+        return sorted(pc.unique(values).to_pylist())
+
     def row_count(self, table: TableContract) -> int:
         if not self.exists(table):
             return 0

@@ -1,0 +1,165 @@
+"""Events: landing batches parsed into `events` and `events_rejects`, and hourly user metrics."""
+
+from collections.abc import Iterator
+from functools import partial
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from etl_assets.assets.common import RAY_KINDS, RAY_POOL, RAY_RETRY, source_failures
+from etl_assets.assets.metadata import definition_metadata, same_columns, write_metadata
+from etl_assets.assets.sources import events_landing
+from etl_assets.partitions import EVENT_BATCHES, SINGLE_RUN
+from etl_assets.ray_steps import co_locate, map_blocks, timed
+from etl_assets.resources import RayResource, SourcesResource, WarehouseResource
+from etl_assets.sources.landing import batch_files, read_event_files
+from etl_assets.transforms.events import (
+    ALREADY_LOADED,
+    DUPLICATE_IN_LOAD,
+    LINE_SCHEMA,
+    combine_hourly_metrics,
+    drop_duplicate_events,
+    mark_loaded_ids,
+    partial_hourly_metrics,
+    split_events,
+)
+from etl_assets.transforms.tables import EVENTS, EVENTS_REJECTS, HOURLY_USER_METRICS
+
+BATCH_ASSET = {
+    "partitions_def": EVENT_BATCHES,
+    "backfill_policy": SINGLE_RUN,
+    "retry_policy": RAY_RETRY,
+    "pool": RAY_POOL,
+}
+
+EVENTS_LINEAGE = {
+    **same_columns("events_landing", LINE_SCHEMA.names),
+    "event_hour": [("events_landing", "timestamp")],
+    "day_of_week": [("events_landing", "timestamp")],
+    "is_weekend": [("events_landing", "timestamp")],
+}
+REJECTS_LINEAGE = {"raw_line": [("events_landing", name) for name in LINE_SCHEMA.names]}
+HOURLY_LINEAGE = {
+    "event_hour": [("events", "event_hour")],
+    "user_id": [("events", "user_id")],
+    "event_count": [("events", "event_id")],
+    "total_session_duration": [("events", "session_duration")],
+    "avg_session_duration": [("events", "session_duration")],
+}
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            "events",
+            deps=[events_landing],
+            group_name="staging",
+            kinds=RAY_KINDS,
+            description="Events of each landing batch, parsed with an explicit schema, de-duplicated by "
+            "`event_id` across all batches loaded (an event re-delivered later is kept once), and "
+            "enriched with `event_hour` (UTC, truncated), `day_of_week` (0 = Monday) and `is_weekend`.",
+            metadata=definition_metadata(EVENTS, EVENTS_LINEAGE),
+        ),
+        dg.AssetSpec(
+            "events_rejects",
+            deps=[events_landing],
+            group_name="staging",
+            kinds=RAY_KINDS,
+            description="Landing lines that could not be loaded, with their file, line number, the raw "
+            "line and `reject_reason` (malformed_json, missing_event_id, missing_user_id, "
+            "missing_event_type, bad_timestamp, bad_session_duration).",
+            metadata=definition_metadata(EVENTS_REJECTS, REJECTS_LINEAGE),
+        ),
+    ],
+    **BATCH_ASSET,
+)
+def events_and_rejects(
+    context: dg.AssetExecutionContext,
+    ray_cluster: RayResource,
+    sources: SourcesResource,
+    warehouse: WarehouseResource,
+) -> Iterator[dg.MaterializeResult]:
+    """Parse every file of the run's batches (one Ray task per file), drop events already loaded
+    from other batches, and replace the batches' partitions of `events` and `events_rejects`."""
+    batch_ids = context.partition_keys
+    backend = warehouse.backend()
+    with source_failures(), timed() as timer:
+        lines = read_event_files(batch_files(sources.events_landing_dir, batch_ids))
+        others = [b for b in backend.partitions(EVENTS) if b not in set(batch_ids)]
+        if others:
+            loaded = backend.read(EVENTS, others, ["event_id"]).map_batches(
+                mark_loaded_ids, batch_format="pyarrow", batch_size=None
+            )
+            lines = lines.union(loaded)
+        marked = map_blocks(co_locate(lines, ["event_id"]), drop_duplicate_events)
+        written = backend.replace_partitions(marked, [EVENTS, EVENTS_REJECTS], batch_ids, route=split_events)
+    loaded_rows = written.tables[EVENTS.name]
+    rejected = written.tables[EVENTS_REJECTS.name]
+    in_load = written.other_counts.get(DUPLICATE_IN_LOAD, 0)
+    already = written.other_counts.get(ALREADY_LOADED, 0)
+    lines_in = loaded_rows.rows_written + rejected.rows_written + in_load + already
+    accounting = {
+        "lines_in": lines_in,
+        "rows_loaded": loaded_rows.rows_written,
+        "rows_rejected": rejected.rows_written,
+        "duplicates_in_load": in_load,
+        "duplicates_already_loaded": already,
+        "reject_rate": round(rejected.rows_written / lines_in, 6) if lines_in else 0.0,
+    }
+    yield dg.MaterializeResult(
+        asset_key="events",
+        metadata=write_metadata(
+            EVENTS, loaded_rows, timer, EVENTS_LINEAGE, rows_processed=lines_in, **accounting
+        ),
+    )
+    yield dg.MaterializeResult(
+        asset_key="events_rejects",
+        metadata=write_metadata(
+            EVENTS_REJECTS, rejected, timer, REJECTS_LINEAGE, rows_processed=lines_in, **accounting
+        ),
+    )
+
+
+def _in_hours(events: pa.Table, hours: pa.Array) -> pa.Table:
+    return events.filter(pc.is_in(events.column("event_hour"), value_set=hours))
+
+
+@dg.asset(
+    deps=["events"],
+    group_name="marts",
+    kinds=RAY_KINDS,
+    metadata=definition_metadata(HOURLY_USER_METRICS, HOURLY_LINEAGE),
+    **BATCH_ASSET,
+)
+def hourly_user_metrics(
+    context: dg.AssetExecutionContext, ray_cluster: RayResource, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    """Per `event_hour, user_id`: `event_count`, `total_session_duration`, `avg_session_duration`
+    over all events loaded so far. A batch's run recomputes the hours its events touch from the
+    whole `events` table and merges them (rows of those hours that no longer exist are deleted),
+    so the table equals the full aggregate whatever order batches arrive in."""
+    backend = warehouse.backend()
+    touched: set = set()
+    for batch in backend.scan(EVENTS, context.partition_keys, ["event_hour"]):
+        touched.update(pc.unique(batch.column("event_hour")).to_pylist())
+    hours = sorted(touched)
+    if not hours:
+        context.log.info("the batches hold no events: nothing to update")
+        return dg.MaterializeResult(
+            metadata={"hours_touched": 0, "dagster/row_count": backend.row_count(HOURLY_USER_METRICS)}
+        )
+    with timed() as timer:
+        events = backend.read(EVENTS, columns=["event_hour", "user_id", "session_duration"])
+        in_hours = events.map_batches(
+            partial(_in_hours, hours=pa.array(hours, EVENTS.schema.field("event_hour").type)),
+            batch_format="pyarrow",
+            batch_size=None,
+        )
+        metrics = map_blocks(
+            co_locate(map_blocks(in_hours, partial_hourly_metrics), ["user_id"]), combine_hourly_metrics
+        )
+        result = backend.merge(metrics, HOURLY_USER_METRICS, delete_unmatched_in=("event_hour", hours))
+    return dg.MaterializeResult(
+        metadata=write_metadata(HOURLY_USER_METRICS, result, timer, HOURLY_LINEAGE, hours_touched=len(hours))
+    )

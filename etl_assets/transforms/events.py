@@ -1,0 +1,240 @@
+"""Events: JSON lines parsed with an explicit schema, validated, de-duplicated and enriched."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pajson
+
+from etl_assets.transforms.common import first_row_of_each_group
+from etl_assets.transforms.tables import EVENTS, EVENTS_REJECTS, HOURLY_USER_METRICS, UTC_TS, conform
+
+LINE_SCHEMA = pa.schema(
+    [
+        ("event_id", pa.string()),
+        ("user_id", pa.int64()),
+        ("event_type", pa.string()),
+        ("timestamp", pa.string()),
+        ("session_duration", pa.float64()),
+    ]
+)
+ISO_UTC = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|\+00:00)$"
+REASON = "reject_reason"
+ORIGIN = "__origin"  # "new" for this load's lines, "loaded" for event ids already in the table
+DUPLICATE_IN_LOAD = "duplicate_in_load"
+ALREADY_LOADED = "already_loaded"
+
+# Row-level rules after parsing, checked in order; the first failure is the reason.
+REJECT_RULES = (
+    ("missing_event_id", "event_id is null or empty"),
+    ("missing_user_id", "user_id is null"),
+    ("missing_event_type", "event_type is null or empty"),
+    ("bad_timestamp", "timestamp is missing or not ISO 8601 in UTC"),
+    ("bad_session_duration", "session_duration is missing or negative"),
+)
+
+
+def _parse_lines_one_by_one(lines: list[str]) -> tuple[pa.Table, np.ndarray]:
+    """Slow path for a file whose candidate lines fail the vectorized parse: parse each line."""
+    rows, ok = [], np.zeros(len(lines), dtype=bool)
+    for i, line in enumerate(lines):
+        try:
+            value = json.loads(line)
+            row = {f.name: value.get(f.name) for f in LINE_SCHEMA}
+            pa.Table.from_pylist([row], schema=LINE_SCHEMA)
+        except (ValueError, TypeError, AttributeError, pa.ArrowException):
+            continue
+        rows.append(row)
+        ok[i] = True
+    return pa.Table.from_pylist(rows, schema=LINE_SCHEMA), ok
+
+
+def parse_event_file(text: str, source_file: str, batch_id: str) -> pa.Table:
+    """Every line of one landing file, parsed: event columns, or a ``reject_reason`` for the line.
+
+    Lines that are not a JSON object of the expected types are ``malformed_json``. Blank lines
+    are skipped. Valid JSON goes through one vectorized Arrow parse; only a file whose lines defeat
+    that parse falls back to parsing line by line.
+    """
+    raw = text.split("\n")
+    numbers = np.arange(1, len(raw) + 1, dtype=np.int64)
+    lines = pa.array(raw, pa.string())
+    stripped = pc.utf8_trim_whitespace(lines)
+    keep = pc.not_equal(stripped, "")
+    lines, stripped, numbers = (
+        lines.filter(keep),
+        stripped.filter(keep),
+        numbers[keep.to_numpy(zero_copy_only=False)],
+    )
+    shaped = pc.and_(pc.starts_with(stripped, "{"), pc.ends_with(stripped, "}")).to_numpy(
+        zero_copy_only=False
+    )
+    candidates = stripped.filter(pa.array(shaped)).to_pylist()
+    try:
+        payload = ("\n".join(candidates) + "\n").encode()
+        parsed = pajson.read_json(
+            io.BytesIO(payload),
+            parse_options=pajson.ParseOptions(
+                explicit_schema=LINE_SCHEMA, unexpected_field_behavior="ignore"
+            ),
+        )
+        ok = np.ones(len(candidates), dtype=bool)
+    except pa.ArrowException:
+        parsed, ok = _parse_lines_one_by_one(candidates)
+    parsed_mask = np.zeros(len(lines), dtype=bool)
+    parsed_mask[np.flatnonzero(shaped)[ok]] = True
+
+    n = len(lines)
+    columns = {}
+    for field in LINE_SCHEMA:
+        full = pa.nulls(n, field.type)
+        if parsed.num_rows:
+            index = np.full(n, -1)
+            index[parsed_mask] = np.arange(parsed.num_rows)
+            full = parsed.column(field.name).take(pa.array(index, mask=~parsed_mask))
+        columns[field.name] = full
+    table = pa.table(
+        {
+            **columns,
+            "raw_line": lines,
+            "source_file": pa.array([source_file] * n, pa.string()),
+            "line_number": pa.array(numbers, pa.int64()),
+            "batch_id": pa.array([batch_id] * n, pa.string()),
+        }
+    )
+    reason = pa.nulls(n, pa.string())
+    for code, failed in reversed(list(zip(REJECT_RULES, _rule_failures(table)))):
+        reason = pc.if_else(failed, pa.scalar(code[0]), reason)
+    reason = pc.if_else(pa.array(parsed_mask), reason, pa.scalar("malformed_json"))
+    return table.append_column(REASON, reason)
+
+
+def _rule_failures(table: pa.Table) -> list:
+    def blank(name: str):
+        return pc.fill_null(pc.equal(pc.utf8_trim_whitespace(table.column(name)), ""), True)
+
+    ts = table.column("timestamp")
+    duration = table.column("session_duration")
+    return [
+        blank("event_id"),
+        pc.is_null(table.column("user_id")),
+        blank("event_type"),
+        pc.invert(pc.fill_null(pc.match_substring_regex(ts, ISO_UTC), False)),
+        pc.fill_null(pc.less(duration, 0), True),
+    ]
+
+
+def enrich_events(table: pa.Table) -> pa.Table:
+    """Valid parsed lines -> ``events`` rows: UTC timestamp, event hour, day of week, weekend flag."""
+    text = pc.replace_substring_regex(table.column("timestamp"), r"(Z|\+00:00)$", "")
+    ts = pc.cast(pc.cast(text, pa.timestamp("us")), UTC_TS)
+    hour = pc.floor_temporal(ts, unit="hour")
+    dow = pc.cast(pc.day_of_week(ts, count_from_zero=True, week_start=1), pa.int8())
+    out = table.set_column(table.schema.get_field_index("timestamp"), "timestamp", ts)
+    out = out.append_column("event_hour", hour).append_column("day_of_week", dow)
+    out = out.append_column("is_weekend", pc.greater_equal(dow, 5))
+    return conform(out, EVENTS)
+
+
+PARSED_SCHEMA = pa.schema(
+    [
+        *LINE_SCHEMA,
+        ("raw_line", pa.string()),
+        ("source_file", pa.string()),
+        ("line_number", pa.int64()),
+        ("batch_id", pa.string()),
+        (REASON, pa.string()),
+        (ORIGIN, pa.string()),
+    ]
+)
+
+
+def mark_new_lines(parsed: pa.Table) -> pa.Table:
+    """``parse_event_file`` output tagged as this load's lines."""
+    return parsed.append_column(ORIGIN, pa.array(["new"] * parsed.num_rows, pa.string())).cast(PARSED_SCHEMA)
+
+
+def mark_loaded_ids(event_ids: pa.Table) -> pa.Table:
+    """Event ids already in the table (from other batches), shaped like parsed lines for a union."""
+    n = event_ids.num_rows
+    columns = {f.name: pa.nulls(n, f.type) for f in PARSED_SCHEMA}
+    columns["event_id"] = event_ids.column("event_id").cast(pa.string())
+    columns[ORIGIN] = pa.array(["loaded"] * n, pa.string())
+    return pa.table(columns, schema=PARSED_SCHEMA)
+
+
+def drop_duplicate_events(block: pa.Table) -> pa.Table:
+    """Mark re-delivered events in a block co-located by ``event_id``.
+
+    ``block`` holds this load's parsed lines (``__origin`` = "new") and ids already in the table
+    ("loaded"). A valid new line is ``already_loaded`` when its id is in the table, and
+    ``duplicate_in_load`` when an earlier line (by file, then line number) of this load has it.
+    The loaded-id rows are dropped.
+    """
+    new = block.filter(pc.equal(block.column(ORIGIN), "new")).drop_columns([ORIGIN])
+    loaded = block.filter(pc.equal(block.column(ORIGIN), "loaded")).column("event_id")
+    new = new.sort_by([("source_file", "ascending"), ("line_number", "ascending")])
+    valid = pc.is_null(new.column(REASON))
+    candidates = new.filter(valid)
+    first = np.zeros(new.num_rows, dtype=bool)
+    first[
+        np.flatnonzero(valid.to_numpy(zero_copy_only=False))[
+            first_row_of_each_group(candidates, ["event_id"])
+        ]
+    ] = True
+    in_table = pc.and_(valid, pc.is_in(new.column("event_id"), value_set=pc.unique(loaded)))
+    reason = new.column(REASON)
+    reason = pc.if_else(pc.and_(valid, pc.invert(pa.array(first))), pa.scalar(DUPLICATE_IN_LOAD), reason)
+    reason = pc.if_else(in_table, pa.scalar(ALREADY_LOADED), reason)
+    return new.set_column(new.schema.get_field_index(REASON), REASON, reason)
+
+
+def split_events(block: pa.Table) -> dict[str, pa.Table]:
+    """Marked lines -> rows for ``events`` and ``events_rejects``, plus the dropped duplicates."""
+    reason = block.column(REASON)
+    valid = pc.is_null(reason)
+    duplicate = pc.fill_null(pc.is_in(reason, value_set=pa.array([DUPLICATE_IN_LOAD, ALREADY_LOADED])), False)
+    rejected = pc.and_(pc.invert(valid), pc.invert(duplicate))
+    dupes = block.filter(duplicate)
+    return {
+        EVENTS.name: enrich_events(block.filter(valid))
+        if pc.any(valid).as_py()
+        else EVENTS.schema.empty_table(),
+        EVENTS_REJECTS.name: conform(block.filter(rejected), EVENTS_REJECTS),
+        DUPLICATE_IN_LOAD: dupes.filter(pc.equal(dupes.column(REASON), DUPLICATE_IN_LOAD)).select([]),
+        ALREADY_LOADED: dupes.filter(pc.equal(dupes.column(REASON), ALREADY_LOADED)).select([]),
+    }
+
+
+def partial_hourly_metrics(events: pa.Table) -> pa.Table:
+    """Per-block counts and sums per (event_hour, user_id)."""
+    grouped = events.group_by(["event_hour", "user_id"], use_threads=False).aggregate(
+        [("session_duration", "sum"), ("session_duration", "count")]
+    )
+    return grouped.rename_columns(["event_hour", "user_id", "total_session_duration", "event_count"])
+
+
+def combine_hourly_metrics(partials: pa.Table) -> pa.Table:
+    """Partials co-located by user -> final rows. Totals are rounded to the microsecond so the
+    result does not depend on the order in which blocks were summed."""
+    combined = partials.group_by(["event_hour", "user_id"], use_threads=False).aggregate(
+        [("total_session_duration", "sum"), ("event_count", "sum")]
+    )
+    total = pc.round(combined.column("total_session_duration_sum"), 6)
+    count = pc.cast(combined.column("event_count_sum"), pa.int64())
+    table = pa.table(
+        {
+            "event_hour": combined.column("event_hour"),
+            "user_id": combined.column("user_id"),
+            "event_count": count,
+            "total_session_duration": total,
+            "avg_session_duration": pc.divide(total, pc.cast(count, pa.float64())),
+        }
+    )
+    return conform(
+        table.sort_by([("event_hour", "ascending"), ("user_id", "ascending")]), HOURLY_USER_METRICS
+    )
