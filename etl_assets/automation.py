@@ -9,7 +9,7 @@ from etl_assets.resources import SourcesResource
 from etl_assets.sources.landing import ready_batches
 
 DAILY_ASSETS = dg.AssetSelection.groups("staging", "marts") - dg.AssetSelection.assets(
-    "events", "events_rejects", "hourly_user_metrics"
+    "events", "events_rejects", "hourly_user_metrics", "transactions"
 )
 
 daily_job = dg.define_asset_job(
@@ -27,6 +27,21 @@ events_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets("events", "events_rejects", "hourly_user_metrics"),
     partitions_def=EVENT_BATCHES,
     description="Load one landing batch of events and update the hourly metrics it touches.",
+)
+
+
+transactions_job = dg.define_asset_job(
+    "transactions_cdc",
+    selection=dg.AssetSelection.assets("transactions"),
+    description="Pick up CRM transaction changes past the watermark and merge them.",
+)
+
+# Off until turned on in the UI (Automation); the job can always be launched by hand.
+transactions_schedule = dg.ScheduleDefinition(
+    job=transactions_job,
+    cron_schedule="*/15 * * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.STOPPED,
 )
 
 

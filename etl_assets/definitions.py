@@ -7,7 +7,15 @@ from etl_assets.assets.events import events_and_rejects, hourly_user_metrics
 from etl_assets.assets.marts import customer_orders, daily_customer_metrics
 from etl_assets.assets.orders import orders_and_rejects
 from etl_assets.assets.sources import SOURCE_SPECS
-from etl_assets.automation import daily_job, daily_schedule, events_job, events_landing_sensor
+from etl_assets.assets.transactions import transactions
+from etl_assets.automation import (
+    daily_job,
+    daily_schedule,
+    events_job,
+    events_landing_sensor,
+    transactions_job,
+    transactions_schedule,
+)
 from etl_assets.checks.rules import CHECKS
 from etl_assets.resources import RayResource, SourcesResource, WarehouseResource
 
@@ -21,10 +29,11 @@ defs = dg.Definitions(
         daily_customer_metrics,
         events_and_rejects,
         hourly_user_metrics,
+        transactions,
     ],
     asset_checks=CHECKS,
-    jobs=[daily_job, events_job],
-    schedules=[daily_schedule],
+    jobs=[daily_job, events_job, transactions_job],
+    schedules=[daily_schedule, transactions_schedule],
     sensors=[events_landing_sensor],
     resources={
         "ray_cluster": RayResource(),

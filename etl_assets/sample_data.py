@@ -5,7 +5,8 @@
 
 writes, under ``DIR``:
 
-* ``crm.db``: SQLite CRM with ``customers`` (several versions per customer, some of them taking
+* ``crm.db`` (or the database at ``--crm-url``, e.g. PostgreSQL): the CRM with ``customers``
+  (several versions per customer, some of them taking
   effect mid-day, exact duplicate rows, untidy emails and phones) and ``transactions``;
 * ``lake/orders/date=YYYY-MM-DD/part-0000N.parquet``: orders delivered at least once, with null ids,
   non-positive amounts, timestamps outside the folder's day and orders of unknown customers;
@@ -69,6 +70,7 @@ class SampleSpec:
     customers: int
     seed: int
     events_per_batch: int | None = None
+    crm_url: str | None = None
 
 
 def _epoch_us(day: date) -> int:
@@ -213,33 +215,59 @@ def generate_events_batch(
     return ids, lines
 
 
-def write_crm(path: Path, customers: dict[str, np.ndarray], transactions: dict[str, list]) -> None:
-    path.unlink(missing_ok=True)
-    with sqlite3.connect(path) as conn:
-        conn.execute(
-            "CREATE TABLE customers (customer_id BIGINT, name TEXT, email TEXT, phone TEXT,"
-            " customer_segment TEXT, country TEXT, created_at TIMESTAMP, updated_at TIMESTAMP)"
-        )
-        conn.execute(
-            "CREATE TABLE transactions (transaction_id BIGINT, customer_id BIGINT, amount NUMERIC(12,2),"
-            " currency TEXT, transaction_date DATE, status TEXT, updated_at TIMESTAMP)"
-        )
-        conn.executemany(
-            "INSERT INTO customers VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            zip(
-                customers["customer_id"].tolist(),
-                customers["name"].tolist(),
-                customers["email"].tolist(),
-                customers["phone"].tolist(),
-                customers["customer_segment"].tolist(),
-                customers["country"].tolist(),
-                _format_ts(customers["created_at"]),
-                _format_ts(customers["updated_at"]),
+CRM_DDL = (
+    "CREATE TABLE customers (customer_id BIGINT, name TEXT, email TEXT, phone TEXT,"
+    " customer_segment TEXT, country TEXT, created_at TIMESTAMP, updated_at TIMESTAMP)",
+    "CREATE TABLE transactions (transaction_id BIGINT, customer_id BIGINT, amount NUMERIC(12,2),"
+    " currency TEXT, transaction_date DATE, status TEXT, updated_at TIMESTAMP)",
+    "CREATE INDEX customers_updated_at ON customers (updated_at)",
+    "CREATE INDEX transactions_updated_at ON transactions (updated_at)",
+)
+
+
+def connect_for_writing(crm_url: str):
+    """A DB-API connection and its placeholder, for ``sqlite:///path`` or ``postgresql://`` URLs."""
+    if crm_url.startswith("sqlite:"):
+        path = crm_url.removeprefix("sqlite:///").removeprefix("sqlite://")
+        if crm_url.startswith("sqlite:////"):
+            path = "/" + path.lstrip("/")
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return sqlite3.connect(path), "?"
+    import psycopg
+
+    return psycopg.connect(crm_url), "%s"
+
+
+def write_crm(crm_url: str, customers: dict[str, np.ndarray], transactions: dict[str, list]) -> None:
+    """(Re)create the CRM tables at ``crm_url`` and fill them."""
+    conn, p = connect_for_writing(crm_url)
+    try:
+        cursor = conn.cursor()
+        for table in ("customers", "transactions"):
+            cursor.execute(f"DROP TABLE IF EXISTS {table}")
+        for statement in CRM_DDL:
+            cursor.execute(statement)
+        cursor.executemany(
+            f"INSERT INTO customers VALUES ({', '.join([p] * 8)})",
+            list(
+                zip(
+                    customers["customer_id"].tolist(),
+                    customers["name"].tolist(),
+                    customers["email"].tolist(),
+                    customers["phone"].tolist(),
+                    customers["customer_segment"].tolist(),
+                    customers["country"].tolist(),
+                    _format_ts(customers["created_at"]),
+                    _format_ts(customers["updated_at"]),
+                )
             ),
         )
-        conn.executemany("INSERT INTO transactions VALUES (?, ?, ?, ?, ?, ?, ?)", zip(*transactions.values()))
-        conn.execute("CREATE INDEX customers_updated_at ON customers (updated_at)")
-        conn.execute("CREATE INDEX transactions_updated_at ON transactions (updated_at)")
+        cursor.executemany(
+            f"INSERT INTO transactions VALUES ({', '.join([p] * 7)})", list(zip(*transactions.values()))
+        )
+        conn.commit()
+    finally:
+        conn.close()
 
 
 def generate_transactions(rng: np.random.Generator, spec: SampleSpec, customer_ids: np.ndarray) -> dict:
@@ -270,7 +298,10 @@ def generate(spec: SampleSpec) -> None:
     customers = generate_customers(rng, spec)
     first_versions = np.unique(customers["customer_id"], return_index=True)
     customer_ids, created = first_versions[0], customers["created_at"][first_versions[1]]
-    write_crm(spec.out / "crm.db", customers, generate_transactions(rng, spec, customer_ids))
+    crm_url = spec.crm_url or f"sqlite:///{(spec.out / 'crm.db').resolve()}"
+    if crm_url.startswith("sqlite:"):
+        (spec.out / "crm.db").unlink(missing_ok=True)
+    write_crm(crm_url, customers, generate_transactions(rng, spec, customer_ids))
 
     lake = spec.out / "lake" / "orders"
     next_order_id = 1
@@ -318,6 +349,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--customers", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--events-per-batch", type=int, default=None)
+    parser.add_argument(
+        "--crm-url", default=None, help="write the CRM tables here (postgresql://...) instead of DIR/crm.db"
+    )
     args = parser.parse_args(argv)
     if args.days < 1 or args.orders_per_day < 1 or args.customers < 1:
         parser.error("--days, --orders-per-day and --customers must be at least 1")

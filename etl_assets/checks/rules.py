@@ -6,15 +6,19 @@ import dagster as dg
 import pyarrow.compute as pc
 
 from etl_assets.checks.window_reads import days_of, duplicate_keys
-from etl_assets.partitions import DAILY, window_days
-from etl_assets.resources import WarehouseResource
+from etl_assets.partitions import DAILY, EVENT_BATCHES, window_days
+from etl_assets.resources import SourcesResource, WarehouseResource
+from etl_assets.sources.crm import CrmDatabase, source_totals_by_status
 from etl_assets.transforms.tables import (
     CUSTOMER_ORDERS,
     CUSTOMERS,
     DAILY_CUSTOMER_METRICS,
+    EVENTS,
+    EVENTS_REJECTS,
     ORDERS,
     ORDERS_REJECTS,
     RAW_CUSTOMERS,
+    TRANSACTIONS,
     TableContract,
 )
 
@@ -36,18 +40,20 @@ def _sample(table, limit: int = 5) -> dg.MetadataValue:
     return dg.MetadataValue.json(table.slice(0, limit).to_pylist() if table.num_rows else [])
 
 
-def build_unique_key_check(contract: TableContract) -> dg.AssetChecksDefinition:
+def build_unique_key_check(contract: TableContract, whole_table: bool = False) -> dg.AssetChecksDefinition:
+    """Key uniqueness over the run's days of a daily table, or over the whole table."""
     keys = list(contract.keys)
+    per_day = contract.partition_column is not None and not whole_table
 
     @dg.asset_check(
         asset=contract.name,
         name=f"{contract.name}_key_unique",
-        partitions_def=DAILY if contract.partition_column else None,
+        partitions_def=DAILY if per_day else None,
         description=f"No two rows of {contract.name} share ({', '.join(keys)}).",
     )
     def _check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
         backend = warehouse.backend()
-        if contract.partition_column:
+        if per_day:
             duplicates = 0
             per_day = {}
             sample = None
@@ -225,6 +231,72 @@ def customers_one_current_version(warehouse: WarehouseResource) -> dg.AssetCheck
     )
 
 
+@dg.asset_check(
+    asset="events",
+    partitions_def=EVENT_BATCHES,
+    blocking=True,
+    description="Rejected lines / all lines of the run's batches stay under `max_rate`; blocks "
+    "hourly_user_metrics when a batch is mostly garbage.",
+)
+def events_reject_rate(
+    context: dg.AssetCheckExecutionContext, config: RateThreshold, warehouse: WarehouseResource
+) -> dg.AssetCheckResult:
+    backend = warehouse.backend()
+    batches = context.partition_keys
+    loaded = sum(b.num_rows for b in backend.scan(EVENTS, batches, ["batch_id"]))
+    rejected = sum(b.num_rows for b in backend.scan(EVENTS_REJECTS, batches, ["batch_id"]))
+    rate = rejected / (loaded + rejected) if loaded + rejected else 0.0
+    return dg.AssetCheckResult(
+        passed=rate <= config.max_rate,
+        metadata={
+            "rows_loaded": loaded,
+            "rows_rejected": rejected,
+            "reject_rate": round(rate, 6),
+            "max_rate": config.max_rate,
+        },
+    )
+
+
+@dg.asset_check(
+    asset="transactions",
+    description="Per status, the warehouse's count and sum of amount equal the CRM's.",
+)
+def transactions_reconcile_with_source(
+    sources: SourcesResource, warehouse: WarehouseResource
+) -> dg.AssetCheckResult:
+    source = source_totals_by_status(CrmDatabase(sources.crm_url))
+    table = _whole(warehouse.backend(), TRANSACTIONS, ["status", "amount"])
+    grouped = table.group_by(["status"]).aggregate([("amount", "count"), ("amount", "sum")])
+    ours = {row["status"]: (row["amount_count"], f"{row['amount_sum']:.2f}") for row in grouped.to_pylist()}
+    differ = {
+        status: {"source": source.get(status), "warehouse": ours.get(status)}
+        for status in sorted(set(source) | set(ours), key=str)
+        if source.get(status) != ours.get(status)
+    }
+    return dg.AssetCheckResult(
+        passed=not differ,
+        metadata={
+            "differences": dg.MetadataValue.json(differ),
+            "source": dg.MetadataValue.json({str(k): list(v) for k, v in source.items()}),
+        },
+    )
+
+
+@dg.asset_check(
+    asset="transactions",
+    description="The watermark recorded by the latest materialization is not older than the one before.",
+)
+def transactions_watermark_monotonic(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+    records = context.instance.fetch_materializations(dg.AssetKey("transactions"), limit=2).records
+    marks = [r.asset_materialization.metadata.get("watermark") for r in records]
+    marks = [m.value for m in marks if m is not None and m.value]
+    passed = len(marks) < 2 or marks[0] >= marks[1]
+    return dg.AssetCheckResult(
+        passed=passed,
+        metadata={"latest": marks[0] if marks else "", "before": marks[1] if len(marks) > 1 else ""},
+    )
+
+
 CHECKS = [
     *(
         build_unique_key_check(c)
@@ -235,4 +307,9 @@ CHECKS = [
     customer_orders_orphans,
     daily_customer_metrics_reconcile,
     customers_one_current_version,
+    build_unique_key_check(EVENTS, whole_table=True),
+    build_unique_key_check(TRANSACTIONS),
+    events_reject_rate,
+    transactions_reconcile_with_source,
+    transactions_watermark_monotonic,
 ]

@@ -33,6 +33,8 @@ def clean_customers(batch: pa.Table) -> pa.Table:
 
     Exact duplicates only collapse within ``batch``: the caller co-locates rows of a customer.
     """
+    if batch.num_rows == 0:
+        return RAW_CUSTOMERS.schema.empty_table()
     email = batch.column("email")
     phone = batch.column("phone")
     cleaned = pa.table(

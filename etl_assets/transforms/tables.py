@@ -202,3 +202,20 @@ HOURLY_USER_METRICS = TableContract(
     ),
     keys=("event_hour", "user_id"),
 )
+
+TRANSACTIONS = TableContract(
+    name="transactions",
+    columns=(
+        _col("transaction_id", pa.int64(), "transaction id", nullable=False),
+        _col("customer_id", pa.int64(), "customer"),
+        _col("amount", pa.decimal128(12, 2), "amount; negative for a refund", nullable=False),
+        _col("currency", pa.string(), "ISO currency code"),
+        _col("transaction_date", pa.date32(), "transaction day"),
+        _col("status", pa.string(), "status of the latest version"),
+        _col("updated_at", UTC_TS, "when the latest version was written (UTC)", nullable=False),
+        _col("transaction_month", pa.string(), "YYYY-MM of transaction_date"),
+        _col("is_refund", pa.bool_(), "amount < 0", nullable=False),
+        _col("processed_at", UTC_TS, "when this version was loaded into the warehouse", nullable=False),
+    ),
+    keys=("transaction_id",),
+)

@@ -89,6 +89,10 @@ class Warehouse(ABC):
         """
 
     @abstractmethod
+    def overwrite(self, ds: ray.data.Dataset, target: TableContract) -> WriteResult:
+        """Replace the whole table with the rows, in one commit."""
+
+    @abstractmethod
     def append(self, ds: ray.data.Dataset, target: TableContract) -> WriteResult:
         """Add the rows as they are."""
 

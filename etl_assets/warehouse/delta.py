@@ -210,10 +210,16 @@ class DeltaWarehouse(Warehouse):
         return ReplaceResult(tables=results, other_counts=dict(others))
 
     def append(self, ds: ray.data.Dataset, target: TableContract) -> WriteResult:
+        return self._commit_all(ds, target, "append")
+
+    def overwrite(self, ds: ray.data.Dataset, target: TableContract) -> WriteResult:
+        return self._commit_all(ds, target, "overwrite")
+
+    def _commit_all(self, ds: ray.data.Dataset, target: TableContract, mode: str) -> WriteResult:
         files = self._write_files(ds, [target], None, None).get(target.name, [])
         self._ensure(target).create_write_transaction(
             [_add_action(f) for f in files],
-            mode="append",
+            mode=mode,
             schema=target.schema,
             partition_by=[target.partition_column] if target.partition_column else None,
         )
