@@ -31,8 +31,14 @@ def batches_of(data_dir: Path) -> list[str]:
     return sorted(p.name for p in (data_dir / "sources" / "landing" / "events").iterdir())
 
 
-def load(data_dir: Path, warehouse: Path, batch_ids: list[str], instance: dg.DagsterInstance, checks=False,
-         expect_success=True):
+def load(
+    data_dir: Path,
+    warehouse: Path,
+    batch_ids: list[str],
+    instance: dg.DagsterInstance,
+    checks=False,
+    expect_success=True,
+):
     resources = {
         "ray_cluster": RayResource(),
         "sources": SourcesResource(crm_url="sqlite:///unused.db", data_dir=str(data_dir)),

@@ -93,7 +93,7 @@ class CrmDatabase:
 
     def timestamp_param(self, value: datetime) -> Any:
         # SQLite keeps timestamps as fixed-width ISO text, which compares correctly as text.
-        return value.strftime("%Y-%m-%d %H:%M:%S") if self.is_sqlite else value
+        return value.strftime("%Y-%m-%d %H:%M:%S.%f") if self.is_sqlite else value
 
 
 def read_customer_versions(crm: CrmDatabase, start: datetime, end: datetime) -> ray.data.Dataset:
