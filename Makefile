@@ -11,10 +11,11 @@ export ETL_DATA_DIR ?= $(CURDIR)/data
 SAMPLE_ARGS := --start 2024-01-01 --days 14 --orders-per-day 5000 --customers 2000 --seed 7
 SAMPLE := $(ETL_DATA_DIR)/sources/crm.db
 DAILY_ASSETS := raw_customers,customers,orders,orders_rejects,customer_orders,daily_customer_metrics
+EVENT_ASSETS := events,events_rejects,hourly_user_metrics
 RANGE := 2024-01-01...2024-01-14
 ORDERS ?= 1000000
 
-.PHONY: setup sample dev demo test bench lint format clean
+.PHONY: setup sample dev demo test bench lint format clean new-event-batch crm-changes
 
 setup: $(STAMP)
 
@@ -39,6 +40,18 @@ dev: setup sample $(DAGSTER_HOME)/dagster.yaml
 demo: setup sample $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster asset materialize -m etl_assets.definitions \
 		--select "$(DAILY_ASSETS)" --partition-range "$(RANGE)"
+	batches=$$($(BIN)/python -m etl_assets.register_event_batches) && \
+		$(BIN)/dagster asset materialize -m etl_assets.definitions \
+		--select "$(EVENT_ASSETS)" --partition-range "$$batches"
+	$(BIN)/dagster asset materialize -m etl_assets.definitions --select transactions
+
+# Watch the incremental loads: a new landing batch (the sensor picks it up in `make dev`),
+# and a round of CRM changes (the next `transactions` run reads exactly those).
+new-event-batch: setup sample
+	$(BIN)/python -m etl_assets.sample_changes events --landing $(ETL_DATA_DIR)/sources/landing/events
+
+crm-changes: setup sample
+	$(BIN)/python -m etl_assets.sample_changes crm --crm-url "$${ETL_CRM_URL:-sqlite:///$(SAMPLE)}"
 
 test: setup
 	$(BIN)/pytest

@@ -43,17 +43,17 @@ def _sample(table, limit: int = 5) -> dg.MetadataValue:
 def build_unique_key_check(contract: TableContract, whole_table: bool = False) -> dg.AssetChecksDefinition:
     """Key uniqueness over the run's days of a daily table, or over the whole table."""
     keys = list(contract.keys)
-    per_day = contract.partition_column is not None and not whole_table
+    daily = contract.partition_column is not None and not whole_table
 
     @dg.asset_check(
         asset=contract.name,
         name=f"{contract.name}_key_unique",
-        partitions_def=DAILY if per_day else None,
+        partitions_def=DAILY if daily else None,
         description=f"No two rows of {contract.name} share ({', '.join(keys)}).",
     )
     def _check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
         backend = warehouse.backend()
-        if per_day:
+        if daily:
             duplicates = 0
             per_day = {}
             sample = None
