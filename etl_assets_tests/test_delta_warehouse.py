@@ -118,3 +118,16 @@ def test_existing_table_with_another_type_is_refused_naming_the_column(tmp_path)
     )
     with pytest.raises(ValueError, match="column value is double in the table but string in the contract"):
         wh.replace_window(ray.data.from_arrow(rows([1], [D1])), [retyped], [D1])
+
+
+def test_merge_keeps_newer_versions_and_deletes_unmatched_rows_only_in_scope(tmp_path):
+    contract = TableContract(name="dim", columns=DAILY.columns, keys=("id",))
+    wh = DeltaWarehouse(str(tmp_path))
+    wh.merge(ray.data.from_arrow(rows([1, 2, 3], [D1, D2, D3], 1.0)), contract)
+    # An older version (smaller value) must not replace a newer one when updating on "value".
+    older = pa.concat_tables([rows([1], [D1], 0.5), rows([2], [D2], 9.0)])
+    wh.merge(ray.data.from_arrow(older), contract, update_if="value")
+    assert [(r["id"], r["value"]) for r in content(wh, contract)] == [(1, 1.0), (2, 9.0), (3, 1.0)]
+    # The source is the whole truth for days D1 and D2: id 1 (D1) disappears, id 3 (D3) stays.
+    wh.merge(ray.data.from_arrow(rows([2], [D2], 9.0)), contract, delete_unmatched_in=("day", [D1, D2]))
+    assert [r["id"] for r in content(wh, contract)] == [2, 3]
