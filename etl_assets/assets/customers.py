@@ -9,7 +9,7 @@ from etl_assets.assets.common import DAILY_RAY_ASSET, RAY_KINDS, source_failures
 from etl_assets.assets.metadata import definition_metadata, same_columns, write_metadata
 from etl_assets.assets.sources import crm_customers
 from etl_assets.partitions import window_days
-from etl_assets.ray_steps import co_locate, map_blocks, timed
+from etl_assets.ray_steps import co_locate, map_blocks, shuffle_blocks, timed
 from etl_assets.resources import RayResource, SourcesResource, WarehouseResource
 from etl_assets.sources.crm import CrmDatabase, read_customer_versions
 from etl_assets.transforms.customers import (
@@ -53,7 +53,7 @@ def raw_customers(
     end = datetime.combine(days[-1] + timedelta(days=1), datetime.min.time())
     backend = warehouse.backend()
     with source_failures(), timed() as timer:
-        versions = read_customer_versions(CrmDatabase(sources.crm_url), start, end)
+        versions = read_customer_versions(CrmDatabase(sources.crm_url), start, end, shuffle_blocks())
         cleaned = map_blocks(co_locate(versions, ["customer_id"]), clean_customers)
         result = backend.replace_window(cleaned, [RAW_CUSTOMERS], days).tables[RAW_CUSTOMERS.name]
     return dg.MaterializeResult(metadata=write_metadata(RAW_CUSTOMERS, result, timer, RAW_LINEAGE))

@@ -96,18 +96,30 @@ class CrmDatabase:
         return value.strftime("%Y-%m-%d %H:%M:%S.%f") if self.is_sqlite else value
 
 
-def read_customer_versions(crm: CrmDatabase, start: datetime, end: datetime) -> ray.data.Dataset:
-    """Customer versions with ``start <= updated_at < end`` (naive UTC datetimes)."""
+def read_customer_versions(
+    crm: CrmDatabase, start: datetime, end: datetime, shards: int = 1
+) -> ray.data.Dataset:
+    """Customer versions with ``start <= updated_at < end`` (naive UTC datetimes).
+
+    On PostgreSQL the read is split into ``shards`` parallel queries on ``customer_id``.
+    """
     crm.check_table("customers", CUSTOMER_COLUMNS)
     p = crm.placeholder
-    sql = (
-        f"SELECT {', '.join(CUSTOMER_COLUMNS)} FROM customers"
-        f" WHERE updated_at >= {p} AND updated_at < {p} ORDER BY customer_id, updated_at"
-    )
+    sql = f"SELECT {', '.join(CUSTOMER_COLUMNS)} FROM customers WHERE updated_at >= {p} AND updated_at < {p}"
+    return _read(crm, sql, (crm.timestamp_param(start), crm.timestamp_param(end)), "customer_id", shards)
+
+
+def _read(crm: CrmDatabase, sql: str, params: tuple, key: str, shards: int) -> ray.data.Dataset:
+    """``ray.data.read_sql`` with bound parameters, sharded on an integer key where the database
+    has ``MOD`` (PostgreSQL: ``MOD(ABS((key)), shards)``; SQLite is read by one task)."""
     return ray.data.read_sql(
         sql,
         crm.connection_factory(),
-        sql_params=(crm.timestamp_param(start), crm.timestamp_param(end)),
+        sql_params=params or None,
+        shard_keys=None if crm.is_sqlite else [key],
+        # An empty hash function shards on the integer key itself.
+        shard_hash_fn="",
+        override_num_blocks=1 if crm.is_sqlite else max(1, shards),
     )
 
 
@@ -123,15 +135,7 @@ def read_transaction_changes(crm: CrmDatabase, since: datetime | None, shards: i
     if since is not None:
         sql += f" WHERE updated_at > {crm.placeholder}"
         params = (crm.timestamp_param(since),)
-    return ray.data.read_sql(
-        sql,
-        crm.connection_factory(),
-        sql_params=params or None,
-        shard_keys=None if crm.is_sqlite else ["transaction_id"],
-        # An empty hash function shards on the integer key itself: MOD(ABS((transaction_id)), n).
-        shard_hash_fn="",
-        override_num_blocks=1 if crm.is_sqlite else shards,
-    )
+    return _read(crm, sql, params, "transaction_id", shards)
 
 
 def source_totals_by_status(crm: CrmDatabase) -> dict[str, tuple[int, str]]:
