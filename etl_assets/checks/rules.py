@@ -124,18 +124,21 @@ def _row_count(backend, contract: TableContract, days) -> int:
 def orders_reject_rate(
     context: dg.AssetCheckExecutionContext, config: RateThreshold, warehouse: WarehouseResource
 ) -> dg.AssetCheckResult:
-    backend = warehouse.backend()
-    days = window_days(context)
-    loaded = _row_count(backend, ORDERS, days)
-    rejected = _row_count(backend, ORDERS_REJECTS, days)
+    return _reject_rate(warehouse.backend(), ORDERS, ORDERS_REJECTS, window_days(context), config.max_rate)
+
+
+def _reject_rate(backend, loaded_table, rejects_table, partitions, max_rate: float) -> dg.AssetCheckResult:
+    """Rejected rows / (loaded + rejected rows) over ``partitions`` of both tables."""
+    loaded = _row_count(backend, loaded_table, partitions)
+    rejected = _row_count(backend, rejects_table, partitions)
     rate = rejected / (loaded + rejected) if loaded + rejected else 0.0
     return dg.AssetCheckResult(
-        passed=rate <= config.max_rate,
+        passed=rate <= max_rate,
         metadata={
             "rows_loaded": loaded,
             "rows_rejected": rejected,
             "reject_rate": round(rate, 6),
-            "max_rate": config.max_rate,
+            "max_rate": max_rate,
         },
     )
 
@@ -241,20 +244,7 @@ def customers_one_current_version(warehouse: WarehouseResource) -> dg.AssetCheck
 def events_reject_rate(
     context: dg.AssetCheckExecutionContext, config: RateThreshold, warehouse: WarehouseResource
 ) -> dg.AssetCheckResult:
-    backend = warehouse.backend()
-    batches = context.partition_keys
-    loaded = sum(b.num_rows for b in backend.scan(EVENTS, batches, ["batch_id"]))
-    rejected = sum(b.num_rows for b in backend.scan(EVENTS_REJECTS, batches, ["batch_id"]))
-    rate = rejected / (loaded + rejected) if loaded + rejected else 0.0
-    return dg.AssetCheckResult(
-        passed=rate <= config.max_rate,
-        metadata={
-            "rows_loaded": loaded,
-            "rows_rejected": rejected,
-            "reject_rate": round(rate, 6),
-            "max_rate": config.max_rate,
-        },
-    )
+    return _reject_rate(warehouse.backend(), EVENTS, EVENTS_REJECTS, context.partition_keys, config.max_rate)
 
 
 @dg.asset_check(
