@@ -232,3 +232,32 @@ def test_materialization_metadata(sample_dir, tmp_path):
     assert "order_date" in orders["dagster/column_lineage"].column_lineage.deps_by_column
     assert orders["dagster/uri"].value.endswith("/orders")
     assert orders["ray/wall_seconds"].value > 0
+
+
+def test_nothing_lost_check_fails_when_lake_rows_are_unaccounted_for(sample_dir, tmp_path):
+    import dagster as dg
+
+    from etl_assets import definitions
+    from etl_assets.checks.rules import orders_nothing_lost
+    from etl_assets_tests.conftest import resources
+
+    sample = tmp_path / "sample"
+    shutil.copytree(sample_dir / "sources" / "lake", sample / "sources" / "lake")
+    instance = dg.DagsterInstance.ephemeral()
+    assets = [definitions.orders_and_rejects, orders_nothing_lost]
+    res = resources(sample, tmp_path / "w")
+    ok = dg.materialize(assets, partition_key=day(0).isoformat(), resources=res, instance=instance)
+    assert ok.get_asset_check_evaluations()[0].passed
+    # A file lands in the day's folder after the load: its rows are in the lake but not loaded.
+    folder = sample / "sources" / "lake" / "orders" / f"date={day(0).isoformat()}"
+    shutil.copy(folder / "part-00000.parquet", folder / "late-arrival.parquet")
+    # Run the check alone (its op only), as the UI's "Execute check" does.
+    defs = dg.Definitions(
+        assets=[definitions.orders_and_rejects], asset_checks=[orders_nothing_lost], resources=res
+    )
+    check_only = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        partition_key=day(0).isoformat(), instance=instance, op_selection=["orders_orders_nothing_lost"]
+    )
+    evaluation = check_only.get_asset_check_evaluations()[0]
+    assert not evaluation.passed
+    assert day(0).isoformat() in evaluation.metadata["unbalanced_days"].value

@@ -11,7 +11,7 @@ from etl_assets.partitions import window_days
 from etl_assets.ray_steps import timed
 from etl_assets.resources import RayResource, SourcesResource, WarehouseResource
 from etl_assets.sources.orders_lake import LAKE_SCHEMA, inspect_days, read_orders_days
-from etl_assets.transforms.orders import DUPLICATE, classify_orders, split_classified
+from etl_assets.transforms.orders import DUPLICATE, DUPLICATES_PER_DAY, classify_orders, split_classified
 from etl_assets.transforms.tables import ORDERS, ORDERS_REJECTS
 
 ORDERS_LINEAGE = {
@@ -79,6 +79,15 @@ def orders_and_rejects(
         "rows_rejected": rejected.rows_written,
         "duplicates_collapsed": duplicates,
         "reject_rate": round(rejected.rows_written / rows_in, 6) if rows_in else 0.0,
+        "rows_in_per_day": dg.MetadataValue.json({d.day.isoformat(): d.rows for d in lake_days}),
+        DUPLICATES_PER_DAY: dg.MetadataValue.json(
+            {
+                d.day.isoformat(): written.other_counts_per_partition.get(DUPLICATE, {}).get(
+                    d.day.isoformat(), 0
+                )
+                for d in lake_days
+            }
+        ),
     }
     yield dg.MaterializeResult(
         asset_key="orders",

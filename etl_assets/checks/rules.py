@@ -9,6 +9,8 @@ from etl_assets.checks.window_reads import days_of, duplicate_keys
 from etl_assets.partitions import DAILY, EVENT_BATCHES, window_days
 from etl_assets.resources import SourcesResource, WarehouseResource
 from etl_assets.sources.crm import CrmDatabase, source_totals_by_status
+from etl_assets.sources.orders_lake import inspect_days
+from etl_assets.transforms.orders import DUPLICATES_PER_DAY
 from etl_assets.transforms.tables import (
     CUSTOMER_ORDERS,
     CUSTOMERS,
@@ -140,6 +142,38 @@ def _reject_rate(backend, loaded_table, rejects_table, partitions, max_rate: flo
             "reject_rate": round(rate, 6),
             "max_rate": max_rate,
         },
+    )
+
+
+@dg.asset_check(
+    asset="orders",
+    partitions_def=DAILY,
+    description="Nothing is lost: for every day, the lake rows (counted from the Parquet footers) "
+    "equal the rows loaded + rows rejected + exact duplicates collapsed by the day's last load.",
+)
+def orders_nothing_lost(
+    context: dg.AssetCheckExecutionContext, sources: SourcesResource, warehouse: WarehouseResource
+) -> dg.AssetCheckResult:
+    backend = warehouse.backend()
+    unbalanced = {}
+    for lake_day in inspect_days(sources.orders_lake_dir, window_days(context)):
+        day = lake_day.day.isoformat()
+        loaded = _row_count(backend, ORDERS, [lake_day.day])
+        rejected = _row_count(backend, ORDERS_REJECTS, [lake_day.day])
+        records = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("orders"), asset_partitions=[day]), limit=1
+        ).records
+        per_day = records[0].asset_materialization.metadata.get(DUPLICATES_PER_DAY) if records else None
+        duplicates = (per_day.value if per_day is not None else {}).get(day, 0)
+        if lake_day.rows != loaded + rejected + duplicates:
+            unbalanced[day] = {
+                "rows_in": lake_day.rows,
+                "loaded": loaded,
+                "rejected": rejected,
+                "duplicates": duplicates,
+            }
+    return dg.AssetCheckResult(
+        passed=not unbalanced, metadata={"unbalanced_days": dg.MetadataValue.json(unbalanced)}
     )
 
 
@@ -294,6 +328,7 @@ CHECKS = [
     ),
     *(build_not_null_check(c) for c in (RAW_CUSTOMERS, ORDERS, CUSTOMER_ORDERS, DAILY_CUSTOMER_METRICS)),
     orders_reject_rate,
+    orders_nothing_lost,
     customer_orders_orphans,
     daily_customer_metrics_reconcile,
     customers_one_current_version,

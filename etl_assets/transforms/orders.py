@@ -11,6 +11,8 @@ from etl_assets.transforms.tables import ORDERS, ORDERS_REJECTS, conform
 LAKE_COLUMNS = ["order_id", "customer_id", "order_ts", "order_amount", "quantity", "channel"]
 REASON = "reject_reason"
 DUPLICATE = "duplicate"
+# Materialization metadata key: exact duplicates collapsed per lake day (read by the accounting check).
+DUPLICATES_PER_DAY = "duplicates_per_day"
 
 # Checked in this order; a row is rejected for the first rule it fails.
 REJECT_RULES: tuple[tuple[str, str], ...] = (
@@ -61,5 +63,5 @@ def split_classified(batch: pa.Table) -> dict[str, pa.Table]:
     return {
         ORDERS.name: conform(batch.filter(valid), ORDERS),
         ORDERS_REJECTS.name: conform(batch.filter(rejected), ORDERS_REJECTS),
-        DUPLICATE: batch.filter(duplicate).select([]),
+        DUPLICATE: batch.filter(duplicate).select(["order_date"]),
     }

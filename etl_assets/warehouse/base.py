@@ -38,7 +38,9 @@ class WriteResult:
 @dataclass(frozen=True)
 class ReplaceResult:
     tables: Mapping[str, WriteResult]
+    # Rows routed to outputs that are not tables (such as collapsed duplicates), counted.
     other_counts: Mapping[str, int]
+    other_counts_per_partition: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
 
 
 class Warehouse(ABC):

@@ -76,7 +76,7 @@ def write_block_files(
     for name, table in outputs.items():
         contract = targets.get(name)
         if contract is None:
-            rows.append({"table": name, "num_records": table.num_rows})
+            rows += _count_rows(name, table, next(iter(targets.values())).partition_column)
             continue
         table = conform(table, contract)
         if table.num_rows == 0:
@@ -112,6 +112,19 @@ def write_block_files(
                 }
             )
     return pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
+
+
+def _count_rows(name: str, table: pa.Table, column: str | None) -> list[dict]:
+    """Manifest rows that only count an output that is not written (per partition where it can)."""
+    if column is None or column not in table.column_names or table.num_rows == 0:
+        return [{"table": name, "num_records": table.num_rows}]
+    counts = table.group_by([column]).aggregate([([], "count_all")])
+    return [
+        {"table": name, "partition_value": value, "num_records": n}
+        for value, n in zip(
+            counts.column(column).cast(pa.string()).to_pylist(), counts.column("count_all").to_pylist()
+        )
+    ]
 
 
 class DeltaWarehouse(Warehouse):
@@ -203,11 +216,19 @@ class DeltaWarehouse(Warehouse):
                 partition_filters=[(target.partition_column, "in", values)],
             )
             results[target.name] = self._result(target, files, values)
-        others = Counter()
-        for name, files in manifests.items():
+        others: Counter[str] = Counter()
+        others_per_partition: dict[str, Counter[str]] = defaultdict(Counter)
+        for name, rows in manifests.items():
             if name not in results:
-                others[name] += sum(f["num_records"] for f in files)
-        return ReplaceResult(tables=results, other_counts=dict(others))
+                for row in rows:
+                    others[name] += row["num_records"]
+                    if row["partition_value"] is not None:
+                        others_per_partition[name][row["partition_value"]] += row["num_records"]
+        return ReplaceResult(
+            tables=results,
+            other_counts=dict(others),
+            other_counts_per_partition={k: dict(sorted(v.items())) for k, v in others_per_partition.items()},
+        )
 
     def append(self, ds: ray.data.Dataset, target: TableContract) -> WriteResult:
         return self._commit_all(ds, target, "append")
