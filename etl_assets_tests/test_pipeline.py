@@ -261,3 +261,50 @@ def test_nothing_lost_check_fails_when_lake_rows_are_unaccounted_for(sample_dir,
     evaluation = check_only.get_asset_check_evaluations()[0]
     assert not evaluation.passed
     assert day(0).isoformat() in evaluation.metadata["unbalanced_days"].value
+
+
+@pytest.mark.parametrize("problem", ["unreadable", "retyped", "missing_column", "extra_column"])
+def test_lake_problems_fail_naming_file_and_column_or_are_ignored(sample_dir, tmp_path, problem):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from etl_assets import definitions
+
+    sample = tmp_path / "sample"
+    shutil.copytree(sample_dir / "sources" / "lake", sample / "sources" / "lake")
+    path = sample / "sources" / "lake" / "orders" / f"date={day(1).isoformat()}" / "part-00001.parquet"
+    table = pq.read_table(path)
+    if problem == "unreadable":
+        path.write_bytes(b"not parquet at all")
+    elif problem == "retyped":
+        pq.write_table(
+            table.set_column(3, "order_amount", table.column("order_amount").cast(pa.string())), path
+        )
+    elif problem == "missing_column":
+        pq.write_table(table.drop_columns(["channel"]), path)
+    else:
+        pq.write_table(table.append_column("coupon", pa.array(["x"] * table.num_rows)), path)
+    result = run_window(
+        sample,
+        tmp_path / "w",
+        day(0),
+        day(1),
+        assets=[definitions.orders_and_rejects],
+        with_checks=False,
+        raise_on_error=False,
+    )
+    if problem == "extra_column":
+        assert result.success  # an unknown column is logged and ignored
+        assert "coupon" not in read_table(tmp_path / "w", "orders").columns
+        return
+    assert not result.success
+    message = next(
+        e for e in result.all_events if e.event_type_value == "STEP_FAILURE"
+    ).event_specific_data.error.to_string()
+    expected = {
+        "unreadable": f"orders lake file {path} is unreadable",
+        "retyped": f"orders lake file {path}: column order_amount is string, expected double",
+        "missing_column": f"orders lake file {path}: column channel is missing",
+    }[problem]
+    assert expected in message
+    assert not (tmp_path / "w" / "orders").exists()  # nothing was written
