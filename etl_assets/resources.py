@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -48,10 +46,6 @@ class RayResource(dg.ConfigurableResource):
     )
 
     _started_here: bool = PrivateAttr(default=False)
-
-    @property
-    def started_here(self) -> bool:
-        return self._started_here
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         if ray.is_initialized():
@@ -130,14 +124,3 @@ class WarehouseResource(dg.ConfigurableResource):
         if self.kind == "delta":
             return DeltaWarehouse(self.root)
         raise NotImplementedError(f"ETL_WAREHOUSE={self.kind!r}: only the delta backend is built so far")
-
-
-@contextmanager
-def local_ray(num_cpus: int | None = None, object_store_mb: int = 1024) -> Iterator[None]:
-    """A private local Ray for scripts and benchmarks, torn down on exit."""
-    resource = RayResource(num_cpus=num_cpus, object_store_memory_mb=object_store_mb)
-    resource.setup_for_execution(dg.build_init_resource_context())
-    try:
-        yield
-    finally:
-        resource.teardown_after_execution(dg.build_init_resource_context())

@@ -20,18 +20,6 @@ class Settings:
     warehouse: str
 
     @property
-    def sources_dir(self) -> Path:
-        return self.data_dir / "sources"
-
-    @property
-    def orders_lake_dir(self) -> Path:
-        return self.sources_dir / "lake" / "orders"
-
-    @property
-    def events_landing_dir(self) -> Path:
-        return self.sources_dir / "landing" / "events"
-
-    @property
     def warehouse_dir(self) -> Path:
         return self.data_dir / "warehouse"
 
