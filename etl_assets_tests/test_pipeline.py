@@ -308,3 +308,31 @@ def test_lake_problems_fail_naming_file_and_column_or_are_ignored(sample_dir, tm
     }[problem]
     assert expected in message
     assert not (tmp_path / "w" / "orders").exists()  # nothing was written
+
+
+def test_row_count_anomaly_warns_on_a_day_far_from_the_trailing_mean(sample_dir, tmp_path):
+    import dagster as dg
+
+    from etl_assets import definitions
+    from etl_assets.checks.rules import orders_row_count_anomaly
+    from etl_assets_tests.conftest import resources
+
+    sample = tmp_path / "sample"
+    shutil.copytree(sample_dir / "sources" / "lake", sample / "sources" / "lake")
+    # Day 3 delivers only one of its two files: about half its usual rows.
+    (sample / "sources" / "lake" / "orders" / f"date={day(3).isoformat()}" / "part-00001.parquet").unlink()
+    result = dg.materialize(
+        [definitions.orders_and_rejects, orders_row_count_anomaly],
+        resources=resources(sample, tmp_path / "w"),
+        tags={
+            "dagster/asset_partition_range_start": day(0).isoformat(),
+            "dagster/asset_partition_range_end": day(3).isoformat(),
+        },
+        run_config={"ops": {"orders_orders_row_count_anomaly": {"config": {"max_deviation": 0.3}}}},
+    )
+    assert result.success  # a warning does not fail the run
+    evaluation = result.get_asset_check_evaluations()[0]
+    assert not evaluation.passed
+    assert evaluation.severity == dg.AssetCheckSeverity.WARN
+    assert list(evaluation.metadata["anomalies"].value) == [day(3).isoformat()]
+    assert set(evaluation.metadata["compared"].value) == {day(i).isoformat() for i in (1, 2, 3)}

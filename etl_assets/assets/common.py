@@ -2,6 +2,7 @@
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 
 import dagster as dg
 
@@ -32,3 +33,9 @@ def source_failures() -> Iterator[None]:
         yield
     except (SourceError, FileNotFoundError) as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
+
+
+# The daily schedule runs at 01:00 UTC: a daily mart is late if not refreshed by 03:00 UTC.
+DAILY_MART_FRESHNESS = dg.FreshnessPolicy.cron(
+    deadline_cron="0 3 * * *", lower_bound_delta=timedelta(hours=3)
+)

@@ -3,7 +3,7 @@
 import dagster as dg
 import pyarrow as pa
 
-from etl_assets.assets.common import DAILY_RAY_ASSET, RAY_KINDS, source_failures
+from etl_assets.assets.common import DAILY_MART_FRESHNESS, DAILY_RAY_ASSET, RAY_KINDS, source_failures
 from etl_assets.assets.customers import customers
 from etl_assets.assets.metadata import definition_metadata, same_columns, write_metadata
 from etl_assets.partitions import window_days
@@ -39,6 +39,7 @@ METRICS_LINEAGE = {
     deps=["orders", customers],
     group_name="marts",
     kinds=RAY_KINDS,
+    freshness_policy=DAILY_MART_FRESHNESS,
     **DAILY_RAY_ASSET,
     metadata=definition_metadata(CUSTOMER_ORDERS, CUSTOMER_ORDERS_LINEAGE),
 )
@@ -68,6 +69,7 @@ def customer_orders(
     deps=[customer_orders],
     group_name="marts",
     kinds=RAY_KINDS,
+    freshness_policy=DAILY_MART_FRESHNESS,
     **DAILY_RAY_ASSET,
     metadata=definition_metadata(DAILY_CUSTOMER_METRICS, METRICS_LINEAGE),
 )

@@ -47,6 +47,10 @@ def last_watermark(context: dg.AssetExecutionContext) -> datetime | None:
 @dg.asset(
     deps=[crm_transactions],
     group_name="staging",
+    # The CDC schedule runs every 15 minutes when it is on.
+    freshness_policy=dg.FreshnessPolicy.time_window(
+        fail_window=timedelta(hours=1), warn_window=timedelta(minutes=30)
+    ),
     kinds=RAY_KINDS,
     retry_policy=RAY_RETRY,
     pool=RAY_POOL,

@@ -1,6 +1,7 @@
 """The first set of checks: key uniqueness, not-null, reject rate, orphans and reconciliation."""
 
 from collections.abc import Sequence
+from datetime import timedelta
 
 import dagster as dg
 import pyarrow.compute as pc
@@ -31,6 +32,12 @@ class RateThreshold(dg.Config):
 
 class OrphanThreshold(dg.Config):
     max_rate: float = 0.01
+
+
+class AnomalyThreshold(dg.Config):
+    trailing_days: int = 7
+    # Warn when a day's row count is further than this fraction from the trailing mean.
+    max_deviation: float = 0.5
 
 
 class Tolerance(dg.Config):
@@ -174,6 +181,44 @@ def orders_nothing_lost(
             }
     return dg.AssetCheckResult(
         passed=not unbalanced, metadata={"unbalanced_days": dg.MetadataValue.json(unbalanced)}
+    )
+
+
+@dg.asset_check(
+    asset="orders",
+    partitions_def=DAILY,
+    description="Each day's row count is within `max_deviation` of the mean of the trailing days "
+    "that hold rows; warns (does not block) on a large deviation.",
+)
+def orders_row_count_anomaly(
+    context: dg.AssetCheckExecutionContext, config: AnomalyThreshold, warehouse: WarehouseResource
+) -> dg.AssetCheckResult:
+    backend = warehouse.backend()
+    days = window_days(context)
+    history = [days[0] - timedelta(days=i) for i in range(config.trailing_days, 0, -1)] + days
+    counts = {d: _row_count(backend, ORDERS, [d]) for d in history}
+    anomalies, compared = {}, {}
+    for i, day in enumerate(history[config.trailing_days :], start=config.trailing_days):
+        trailing = [counts[d] for d in history[i - config.trailing_days : i] if counts[d]]
+        if not trailing:
+            continue
+        mean = sum(trailing) / len(trailing)
+        deviation = abs(counts[day] - mean) / mean
+        compared[day.isoformat()] = {
+            "rows": counts[day],
+            "trailing_mean": round(mean, 1),
+            "deviation": round(deviation, 4),
+        }
+        if deviation > config.max_deviation:
+            anomalies[day.isoformat()] = compared[day.isoformat()]
+    return dg.AssetCheckResult(
+        passed=not anomalies,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "anomalies": dg.MetadataValue.json(anomalies),
+            "compared": dg.MetadataValue.json(compared),
+            "max_deviation": config.max_deviation,
+        },
     )
 
 
@@ -329,6 +374,7 @@ CHECKS = [
     *(build_not_null_check(c) for c in (RAW_CUSTOMERS, ORDERS, CUSTOMER_ORDERS, DAILY_CUSTOMER_METRICS)),
     orders_reject_rate,
     orders_nothing_lost,
+    orders_row_count_anomaly,
     customer_orders_orphans,
     daily_customer_metrics_reconcile,
     customers_one_current_version,
