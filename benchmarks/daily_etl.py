@@ -22,9 +22,9 @@ from pathlib import Path
 import dagster as dg
 import psutil
 import pyarrow.parquet as pq
-import ray
 
 from benchmarks import duckdb_peer, pandas_peer
+from benchmarks.private_ray import private_ray
 from benchmarks.rss import peak_rss
 from etl_assets import definitions
 from etl_assets.resources import RayResource, SourcesResource, WarehouseResource
@@ -110,26 +110,13 @@ def main() -> None:
         "pandas", lambda: pandas_peer.run(root / "sources", DAY, args.work / "out_pandas")
     )
 
-    temp_dir = os.path.join("/tmp", f"etl_bench_ray_{os.getpid()}")
-    start = time.perf_counter()
-    ray.init(
-        address="local",
-        _temp_dir=temp_dir,
-        include_dashboard=False,
-        log_to_driver=False,
-        object_store_memory=1024 * 2**20,
-    )
-    ray_init = time.perf_counter() - start
-    try:
+    with private_ray() as ray_init:
 
         def etl() -> int:
             run_etl_assets(root, args.work / "out_etl_assets")
             return rows_in
 
         engines["etl_assets"] = measure("etl_assets", etl)
-    finally:
-        ray.shutdown()
-        shutil.rmtree(temp_dir, ignore_errors=True)
 
     base = engines["duckdb"]["wall_seconds"]
     report = {

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ import ray
 from deltalake import DeltaTable, write_deltalake
 
 from benchmarks.daily_etl import DAY, HERE, sample
+from benchmarks.private_ray import private_ray
 from benchmarks.rss import peak_rss
 from etl_assets.sources.orders_lake import inspect_days, read_orders_days
 from etl_assets.transforms.orders import classify_orders, split_classified
@@ -75,16 +75,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "results" / "delta_write.json")
     args = parser.parse_args()
     root = sample(args.work / f"orders_{args.orders}", args.orders, max(1000, args.orders // 20))
-    temp_dir = os.path.join("/tmp", f"etl_bench_ray_{os.getpid()}")
-    ray.init(
-        address="local",
-        _temp_dir=temp_dir,
-        include_dashboard=False,
-        log_to_driver=False,
-        object_store_memory=1024 * 2**20,
-    )
     results = {}
-    try:
+    with private_ray():
         pipeline(root).count()  # warm the workers up so neither strategy pays Ray's start-up
         for name, fn in (("worker_files", worker_files), ("driver_stream", driver_stream)):
             target = args.work / f"delta_{name}"
@@ -107,9 +99,6 @@ def main() -> None:
                 print(name, runs[-1])
             assert DeltaTable(str(target / ORDERS.name)).to_pyarrow_table().num_rows == rows
             results[name] = runs
-    finally:
-        ray.shutdown()
-        shutil.rmtree(temp_dir, ignore_errors=True)
     report = {"benchmark": "delta_write", "orders_per_day": args.orders, "strategies": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

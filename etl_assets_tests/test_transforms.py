@@ -7,7 +7,12 @@ import pyarrow as pa
 import pytest
 
 from etl_assets.transforms.customer_orders import join_point_in_time, prepare_dimension
-from etl_assets.transforms.customers import clean_customers, mark_versions, scd2_for_changed_customers
+from etl_assets.transforms.customers import (
+    SOURCE_COLUMNS,
+    clean_customers,
+    mark_versions,
+    scd2_for_changed_customers,
+)
 from etl_assets.transforms.metrics import combine_daily_metrics, partial_daily_metrics
 from etl_assets.transforms.orders import classify_orders, split_classified
 from etl_assets.transforms.tables import ORDERS, conform
@@ -20,17 +25,7 @@ def ts(day: int, hour: int = 0) -> datetime:
 
 
 def crm_rows(rows: list[tuple]) -> pa.Table:
-    names = [
-        "customer_id",
-        "name",
-        "email",
-        "phone",
-        "customer_segment",
-        "country",
-        "created_at",
-        "updated_at",
-    ]
-    return pa.table({n: [r[i] for r in rows] for i, n in enumerate(names)})
+    return pa.table({n: [r[i] for r in rows] for i, n in enumerate(SOURCE_COLUMNS)})
 
 
 def test_clean_customers_tidies_fields_and_collapses_exact_duplicates():

@@ -1,0 +1,30 @@
+"""A private local Ray for a benchmark run, started and stopped by the benchmark itself."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import ray
+
+
+@contextmanager
+def private_ray(object_store_mb: int = 1024) -> Iterator[float]:
+    """Start Ray with ``address="local"`` in a temp dir of its own; yields the start-up seconds."""
+    temp_dir = tempfile.mkdtemp(prefix="etl_bench_ray_", dir="/tmp")
+    start = time.perf_counter()
+    ray.init(
+        address="local",
+        _temp_dir=temp_dir,
+        include_dashboard=False,
+        log_to_driver=False,
+        object_store_memory=object_store_mb * 2**20,
+    )
+    try:
+        yield time.perf_counter() - start
+    finally:
+        ray.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)
