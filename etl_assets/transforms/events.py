@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
 
-from etl_assets.transforms.common import first_row_of_each_group
+from etl_assets.transforms.common import first_failed_rule, first_row_of_each_group
 from etl_assets.transforms.tables import EVENTS, EVENTS_REJECTS, HOURLY_USER_METRICS, UTC_TS, conform
 
 LINE_SCHEMA = pa.schema(
@@ -106,9 +106,7 @@ def parse_event_file(text: str, source_file: str, batch_id: str) -> pa.Table:
             "batch_id": pa.array([batch_id] * n, pa.string()),
         }
     )
-    reason = pa.nulls(n, pa.string())
-    for code, failed in reversed(list(zip(REJECT_RULES, _rule_failures(table)))):
-        reason = pc.if_else(failed, pa.scalar(code[0]), reason)
+    reason = first_failed_rule([code for code, _ in REJECT_RULES], _rule_failures(table))
     reason = pc.if_else(pa.array(parsed_mask), reason, pa.scalar("malformed_json"))
     return table.append_column(REASON, reason)
 

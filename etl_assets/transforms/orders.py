@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from etl_assets.transforms.common import first_row_of_each_group, utc_date
+from etl_assets.transforms.common import first_failed_rule, first_row_of_each_group, utc_date
 from etl_assets.transforms.tables import ORDERS, ORDERS_REJECTS, conform
 
 LAKE_COLUMNS = ["order_id", "customer_id", "order_ts", "order_amount", "quantity", "channel"]
@@ -46,10 +46,7 @@ def classify_orders(batch: pa.Table) -> pa.Table:
     ``order_date`` column says which lake folder each row came from.
     """
     first_copy = pa.array(first_row_of_each_group(batch, batch.column_names))
-    reason = pa.nulls(batch.num_rows, pa.string())
-    # Walk the rules backwards so the first failing rule is the one that sticks.
-    for (code, _), failed in reversed(list(zip(REJECT_RULES, _rule_failures(batch)))):
-        reason = pc.if_else(failed, pa.scalar(code), reason)
+    reason = first_failed_rule(list(REJECT_REASONS), _rule_failures(batch))
     reason = pc.if_else(first_copy, reason, pa.scalar(DUPLICATE))
     return batch.append_column(REASON, reason)
 
