@@ -1,12 +1,11 @@
 """The first set of checks: key uniqueness, not-null, reject rate, orphans and reconciliation."""
 
-from collections.abc import Sequence
 from datetime import timedelta
 
 import dagster as dg
 import pyarrow.compute as pc
 
-from etl_assets.checks.window_reads import days_of, duplicate_keys
+from etl_assets.checks.window_reads import days_of, duplicate_keys, read_columns
 from etl_assets.partitions import DAILY, EVENT_BATCHES, window_days
 from etl_assets.resources import SourcesResource, WarehouseResource
 from etl_assets.sources.crm import CrmDatabase, source_totals_by_status
@@ -72,7 +71,7 @@ def build_unique_key_check(contract: TableContract, whole_table: bool = False) -
                 duplicates += dupes.num_rows
                 sample = sample if sample is not None and sample.num_rows else dupes
         else:
-            table = _whole(backend, contract, keys)
+            table = read_columns(backend, contract, None, keys)
             sample = duplicate_keys(table, keys)
             duplicates, per_day = sample.num_rows, {}
         return dg.AssetCheckResult(
@@ -102,7 +101,7 @@ def build_not_null_check(contract: TableContract) -> dg.AssetChecksDefinition:
         if contract.partition_column:
             tables = (t for _, t in days_of(backend, contract, window_days(context), required))
         else:
-            tables = iter([_whole(backend, contract, required)])
+            tables = iter([read_columns(backend, contract, None, required)])
         for table in tables:
             for name in required:
                 nulls[name] += table.column(name).null_count
@@ -111,14 +110,6 @@ def build_not_null_check(contract: TableContract) -> dg.AssetChecksDefinition:
         )
 
     return _check
-
-
-def _whole(backend, contract: TableContract, columns: Sequence[str]):
-    import pyarrow as pa
-
-    schema = pa.schema([contract.schema.field(c) for c in columns])
-    batches = list(backend.scan(contract, None, columns))
-    return pa.Table.from_batches(batches, schema=schema) if batches else schema.empty_table()
 
 
 def _row_count(backend, contract: TableContract, days) -> int:
@@ -294,7 +285,7 @@ def daily_customer_metrics_reconcile(
     "has no valid_to.",
 )
 def customers_one_current_version(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    table = _whole(warehouse.backend(), CUSTOMERS, ["customer_id", "is_current", "valid_to"])
+    table = read_columns(warehouse.backend(), CUSTOMERS, None, ["customer_id", "is_current", "valid_to"])
     current = table.filter(table.column("is_current"))
     customers_n = len(pc.unique(table.column("customer_id")))
     many = duplicate_keys(current.select(["customer_id"]), ["customer_id"])
@@ -334,7 +325,7 @@ def transactions_reconcile_with_source(
     sources: SourcesResource, warehouse: WarehouseResource
 ) -> dg.AssetCheckResult:
     source = source_totals_by_status(CrmDatabase(sources.crm_url))
-    table = _whole(warehouse.backend(), TRANSACTIONS, ["status", "amount"])
+    table = read_columns(warehouse.backend(), TRANSACTIONS, None, ["status", "amount"])
     grouped = table.group_by(["status"]).aggregate([("amount", "count"), ("amount", "sum")])
     ours = {row["status"]: (row["amount_count"], f"{row['amount_sum']:.2f}") for row in grouped.to_pylist()}
     differ = {

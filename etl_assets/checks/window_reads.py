@@ -11,13 +11,23 @@ from etl_assets.transforms.tables import TableContract
 from etl_assets.warehouse.base import Warehouse
 
 
+def read_columns(
+    backend: Warehouse,
+    contract: TableContract,
+    partitions: Sequence[date] | None,
+    columns: Sequence[str],
+) -> pa.Table:
+    """``columns`` of the given partitions (or of the whole table) as one Arrow table."""
+    schema = pa.schema([contract.schema.field(c) for c in columns])
+    batches = list(backend.scan(contract, partitions, columns))
+    return pa.Table.from_batches(batches, schema=schema) if batches else schema.empty_table()
+
+
 def days_of(
     backend: Warehouse, contract: TableContract, days: Sequence[date], columns: Sequence[str]
 ) -> Iterator[tuple[date, pa.Table]]:
-    schema = pa.schema([contract.schema.field(c) for c in columns])
     for day in days:
-        batches = list(backend.scan(contract, [day], columns))
-        yield day, pa.Table.from_batches(batches, schema=schema) if batches else schema.empty_table()
+        yield day, read_columns(backend, contract, [day], columns)
 
 
 def duplicate_keys(table: pa.Table, keys: Sequence[str]) -> pa.Table:
