@@ -204,11 +204,13 @@ class DeltaWarehouse(Warehouse):
             if target.partition_column is None:
                 raise ValueError(f"{target.name} has no partition column: a partition replace needs one")
         values = partition_strings(partitions)
+        # Created and schema-checked before any file is written.
+        tables = {t.name: self._ensure(t) for t in targets}
         manifests = self._write_files(ds, targets, frozenset(values), route)
         results = {}
         for target in targets:
             files = manifests.get(target.name, [])
-            self._ensure(target).create_write_transaction(
+            tables[target.name].create_write_transaction(
                 [_add_action(f) for f in files],
                 mode="overwrite",
                 schema=target.schema,
@@ -237,8 +239,9 @@ class DeltaWarehouse(Warehouse):
         return self._commit_all(ds, target, "overwrite")
 
     def _commit_all(self, ds: ray.data.Dataset, target: TableContract, mode: str) -> WriteResult:
+        delta = self._ensure(target)
         files = self._write_files(ds, [target], None, None).get(target.name, [])
-        self._ensure(target).create_write_transaction(
+        delta.create_write_transaction(
             [_add_action(f) for f in files],
             mode=mode,
             schema=target.schema,
@@ -294,8 +297,6 @@ class DeltaWarehouse(Warehouse):
         allowed_days: frozenset[str] | None,
         route: Router | None,
     ) -> dict[str, list[dict]]:
-        for target in targets:
-            self._ensure(target)
         writer = partial(
             write_block_files,
             targets={t.name: t for t in targets},
