@@ -7,19 +7,10 @@ from pathlib import Path
 
 from etl_assets_tests import expected
 
-TABLES = [
-    "raw_customers",
-    "customers",
-    "orders",
-    "orders_rejects",
-    "customer_orders",
-    "daily_customer_metrics",
-]
-
 
 def run(sample_root: Path, day: date, out: Path) -> int:
     out.mkdir(parents=True, exist_ok=True)
     con = expected.connect(sample_root)
-    for table in TABLES:
+    for table in expected.DAILY_TABLES:
         con.execute(f"COPY (SELECT * FROM {table}) TO '{out / table}.parquet' (FORMAT parquet)")
     return con.execute("SELECT count(*) FROM lake").fetchone()[0]

@@ -11,6 +11,16 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+# The daily tables, each computed below by a view of the same name.
+DAILY_TABLES = [
+    "raw_customers",
+    "customers",
+    "orders",
+    "orders_rejects",
+    "customer_orders",
+    "daily_customer_metrics",
+]
+
 
 def connect(sample: Path) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
