@@ -17,6 +17,7 @@ import argparse
 import json
 import shutil
 import time
+from functools import partial
 from pathlib import Path
 
 import pyarrow as pa
@@ -26,9 +27,9 @@ from deltalake import DeltaTable, write_deltalake
 from benchmarks.daily_etl import DAY, HERE, sample
 from benchmarks.private_ray import private_ray
 from benchmarks.rss import peak_rss
+from etl_assets.contracts import ORDERS
 from etl_assets.sources.orders_lake import inspect_days, read_orders_days
 from etl_assets.transforms.orders import classify_orders, split_classified
-from etl_assets.transforms.tables import ORDERS
 from etl_assets.warehouse.delta import DeltaWarehouse
 
 
@@ -38,7 +39,7 @@ def valid_orders(batch: pa.Table) -> pa.Table:
 
 def pipeline(root: Path) -> ray.data.Dataset:
     days = inspect_days(root / "sources" / "lake" / "orders", [DAY])
-    return read_orders_days(days, classify_orders).map_batches(
+    return read_orders_days(days, partial(classify_orders, run_id="bench")).map_batches(
         valid_orders, batch_format="pyarrow", batch_size=None
     )
 

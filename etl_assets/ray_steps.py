@@ -82,3 +82,31 @@ def timed() -> Iterator[JobTimer]:
         yield timer
     finally:
         timer.seconds = round(time.perf_counter() - start, 3)
+
+
+def user_error(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> BaseException | None:
+    """The first exception of ``kinds`` in ``exc``'s chain, or None.
+
+    Ray re-raises a task's exception as ``RayTaskError(<its class>)`` holding the original as
+    ``cause`` (with ``raise_original_map_exception`` set, as ``RayResource`` does); this finds it
+    so its message can be shown as is.
+    """
+    pending, seen = [exc], set()
+    while pending:
+        current = pending.pop(0)
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        inner = getattr(current, "cause", None)
+        if isinstance(inner, kinds):
+            return inner  # the task's exception itself, without Ray's remote traceback
+        if isinstance(current, kinds):
+            return current
+        pending += [getattr(current, "cause", None), current.__cause__, current.__context__]
+    return None
+
+
+def error_message(exc: BaseException) -> str:
+    """An exception's own message, without the remote traceback Ray may put in front of it."""
+    first = exc.args[0] if exc.args else None
+    return first if isinstance(first, str) else str(exc)

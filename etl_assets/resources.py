@@ -73,6 +73,9 @@ class RayResource(dg.ConfigurableResource):
         ctx.enable_progress_bars = False
         ctx.enable_operator_progress_bars = False
         ctx.verbose_stats_logs = False
+        # A task's own exception (a contract violation, an unreadable file) reaches the asset as
+        # itself, so it fails the run with its message instead of being retried as a Ray failure.
+        ctx.raise_original_map_exception = True
         limits = ExecutionResources(
             cpu=self.data_cpu_limit,
             object_store_memory=(

@@ -7,7 +7,7 @@ import pytest
 import ray.data
 from deltalake import DeltaTable
 
-from etl_assets.transforms.tables import Column, TableContract
+from etl_assets.contracts import Column, TableContract
 from etl_assets.warehouse.delta import DeltaWarehouse
 
 DAILY = TableContract(
@@ -116,7 +116,7 @@ def test_existing_table_with_another_type_is_refused_naming_the_column(tmp_path)
         columns=(DAILY.columns[0], Column("value", pa.string(), "now text"), DAILY.columns[2]),
         partition_column="day",
     )
-    with pytest.raises(ValueError, match="column value is double in the table but string in the contract"):
+    with pytest.raises(ValueError, match="column value is double, expected string"):
         wh.replace_window(ray.data.from_arrow(rows([1], [D1])), [retyped], [D1])
 
 

@@ -6,6 +6,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from etl_assets.contracts import ORDERS, conform
 from etl_assets.transforms.customer_orders import join_point_in_time, prepare_dimension
 from etl_assets.transforms.customers import (
     SOURCE_COLUMNS,
@@ -15,7 +16,6 @@ from etl_assets.transforms.customers import (
 )
 from etl_assets.transforms.metrics import combine_daily_metrics, partial_daily_metrics
 from etl_assets.transforms.orders import classify_orders, split_classified
-from etl_assets.transforms.tables import ORDERS, conform
 
 UTC = UTC
 
@@ -151,7 +151,7 @@ def lake_day(rows: list[tuple], folder: date) -> pa.Table:
     )
 
 
-def test_classify_orders_gives_each_bad_row_its_first_failed_rule():
+def test_classify_orders_gives_each_bad_row_its_rule_codes():
     rows = [
         (1, 10, ts(2, 5), 10.0),  # valid
         (1, 10, ts(2, 5), 10.0),  # exact duplicate
@@ -161,25 +161,63 @@ def test_classify_orders_gives_each_bad_row_its_first_failed_rule():
         (5, 10, ts(2, 5), 0.0),
         (6, 10, ts(2, 5), -3.0),
         (7, 10, ts(3, 0), 5.0),  # next day, in the 2nd's folder
-        (None, None, ts(2, 1), -1.0),  # several failures: the first rule wins
+        (None, None, ts(2, 1), -1.0),  # several failures, in contract order
+        (8, 10, ts(2, 6), 5.0),  # same order id, different content: both rejected
+        (8, 11, ts(2, 7), 6.0),
     ]
-    reasons = classify_orders(lake_day(rows, date(2024, 1, 2))).column("reject_reason").to_pylist()
-    assert reasons == [
+    classified = classify_orders(lake_day(rows, date(2024, 1, 2)), run_id="run-1")
+    assert classified.column("failed_rules").to_pylist() == [
+        [],
+        [],
+        ["order_id.not_null"],
+        ["customer_id.not_null"],
+        ["order_ts.not_null"],
+        ["order_amount.greater_than"],
+        ["order_amount.greater_than"],
+        ["order_ts.on_order_date"],
+        ["order_id.not_null", "customer_id.not_null", "order_amount.greater_than"],
+        ["order_id.unique"],
+        ["order_id.unique"],
+    ]
+    assert classified.column("reject_reason").to_pylist() == [
         None,
         "duplicate",
-        "null_order_id",
-        "null_customer_id",
-        "null_order_ts",
-        "non_positive_amount",
-        "non_positive_amount",
-        "order_ts_outside_partition",
-        "null_order_id",
+        "order_id.not_null",
+        "customer_id.not_null",
+        "order_ts.not_null",
+        "order_amount.greater_than",
+        "order_amount.greater_than",
+        "order_ts.on_order_date",
+        "order_id.not_null",
+        "order_id.unique",
+        "order_id.unique",
     ]
-    parts = split_classified(classify_orders(lake_day(rows, date(2024, 1, 2))))
+    parts = split_classified(classified)
     assert parts["orders"].num_rows == 1
-    assert parts["orders_rejects"].num_rows == 7
+    assert parts["orders_rejects"].num_rows == 9
+    assert set(parts["orders_rejects"].column("run_id").to_pylist()) == {"run-1"}
     assert parts["duplicate"].num_rows == 1
     assert parts["orders"].schema == ORDERS.schema
+    # One counted row per rule broken, for the metadata's counts per rule.
+    assert {k: v.num_rows for k, v in parts.items() if k.startswith("rule:")} == {
+        "rule:order_id.not_null": 2,
+        "rule:customer_id.not_null": 2,
+        "rule:order_ts.not_null": 1,
+        "rule:order_amount.greater_than": 3,
+        "rule:order_ts.on_order_date": 1,
+        "rule:order_id.unique": 2,
+    }
+
+
+def test_soft_rules_are_counted_but_do_not_reject():
+    day = lake_day([(1, 10, ts(2, 5), 10.0)], date(2024, 1, 2))
+    day = day.set_column(5, "channel", pa.array(["fax"])).set_column(4, "quantity", pa.array([0], pa.int32()))
+    parts = split_classified(classify_orders(day, run_id="run-1"))
+    assert parts["orders"].num_rows == 1 and parts["orders_rejects"].num_rows == 0
+    assert sorted(k for k in parts if k.startswith("rule:")) == [
+        "rule:channel.isin",
+        "rule:quantity.greater_than_or_equal_to",
+    ]
 
 
 def test_point_in_time_join_picks_version_valid_at_order_time_and_keeps_orphans():

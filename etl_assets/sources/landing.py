@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import ray.data
 
 from etl_assets.sources.crm import SourceError
@@ -43,6 +44,13 @@ def batch_files(landing_dir: Path, batch_ids: Sequence[str]) -> list[LandingFile
             raise SourceError(f"events landing batch {folder} is missing or holds no .jsonl files")
         files += [LandingFile(batch_id, str(path)) for path in found]
     return files
+
+
+def count_lines(path: str) -> int:
+    """Non-blank lines of a landing file: the lines a load must account for."""
+    text = Path(path).read_bytes().decode("utf-8", errors="replace")
+    lines = pc.utf8_trim_whitespace(pa.array(text.split("\n"), pa.string()))
+    return int(pc.sum(pc.not_equal(lines, "")).as_py() or 0)
 
 
 def _parse_files(batch: pa.Table) -> pa.Table:

@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from etl_assets.transforms.tables import UTC_TS
+from etl_assets.contracts import UTC_TS
 
 
 def to_utc_timestamp(column: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
@@ -45,12 +45,3 @@ def previous_differs(sorted_keys: list[np.ndarray]) -> np.ndarray:
         for key in sorted_keys:
             starts[1:] |= key[1:] != key[:-1]
     return starts
-
-
-def first_failed_rule(codes: list[str], failures: list) -> pa.ChunkedArray | pa.Array:
-    """Per row, the code of the first rule whose failure mask is true; null where none failed."""
-    reason = pa.nulls(len(failures[0]) if failures else 0, pa.string())
-    # Walk the rules backwards so the first failing rule is the one that sticks.
-    for code, failed in reversed(list(zip(codes, failures))):
-        reason = pc.if_else(failed, pa.scalar(code), reason)
-    return reason

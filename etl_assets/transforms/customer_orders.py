@@ -6,7 +6,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from etl_assets.transforms.tables import CUSTOMER_ORDERS, conform
+from etl_assets.contracts import CUSTOMER_ORDERS, conform
 
 DIMENSION_COLUMNS = ["customer_id", "valid_from", "name", "customer_segment", "country"]
 

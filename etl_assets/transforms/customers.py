@@ -6,13 +6,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from etl_assets.contracts import CUSTOMERS, RAW_CUSTOMERS, conform
 from etl_assets.transforms.common import (
     first_row_of_each_group,
     previous_differs,
     to_utc_timestamp,
     utc_date,
 )
-from etl_assets.transforms.tables import CUSTOMERS, RAW_CUSTOMERS, conform
 
 SOURCE_COLUMNS = [
     "customer_id",

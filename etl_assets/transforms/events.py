@@ -10,32 +10,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
 
-from etl_assets.transforms.common import first_failed_rule, first_row_of_each_group
-from etl_assets.transforms.tables import EVENTS, EVENTS_REJECTS, HOURLY_USER_METRICS, UTC_TS, conform
+from etl_assets.contracts import EVENT_LINES, EVENTS, EVENTS_REJECTS, HOURLY_USER_METRICS, UTC_TS, conform
+from etl_assets.contracts.validation import CODES, first_code, judge_rows, rule_hits
+from etl_assets.transforms.common import first_row_of_each_group
 
-LINE_SCHEMA = pa.schema(
-    [
-        ("event_id", pa.string()),
-        ("user_id", pa.int64()),
-        ("event_type", pa.string()),
-        ("timestamp", pa.string()),
-        ("session_duration", pa.float64()),
-    ]
-)
-ISO_UTC = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|\+00:00)$"
+# What one landing line is parsed as: the landing contract's columns, any of them possibly absent.
+LINE_SCHEMA = pa.schema([f.with_nullable(True) for f in EVENT_LINES.schema])
 REASON = "reject_reason"
+FAILED = "failed_rules"
+MALFORMED = "malformed_json"
 ORIGIN = "__origin"  # "new" for this load's lines, "loaded" for event ids already in the table
 DUPLICATE_IN_LOAD = "duplicate_in_load"
 ALREADY_LOADED = "already_loaded"
-
-# Row-level rules after parsing, checked in order; the first failure is the reason.
-REJECT_RULES = (
-    ("missing_event_id", "event_id is null or empty"),
-    ("missing_user_id", "user_id is null"),
-    ("missing_event_type", "event_type is null or empty"),
-    ("bad_timestamp", "timestamp is missing or not ISO 8601 in UTC"),
-    ("bad_session_duration", "session_duration is missing or negative"),
-)
+# Materialization metadata key: duplicates dropped per batch (read by the accounting check).
+DUPLICATES_PER_BATCH = "duplicates_per_batch"
 
 
 def _parse_lines_one_by_one(lines: list[str]) -> tuple[pa.Table, np.ndarray]:
@@ -106,24 +94,11 @@ def parse_event_file(text: str, source_file: str, batch_id: str) -> pa.Table:
             "batch_id": pa.array([batch_id] * n, pa.string()),
         }
     )
-    reason = first_failed_rule([code for code, _ in REJECT_RULES], _rule_failures(table))
-    reason = pc.if_else(pa.array(parsed_mask), reason, pa.scalar("malformed_json"))
-    return table.append_column(REASON, reason)
-
-
-def _rule_failures(table: pa.Table) -> list:
-    def blank(name: str):
-        return pc.fill_null(pc.equal(pc.utf8_trim_whitespace(table.column(name)), ""), True)
-
-    ts = table.column("timestamp")
-    duration = table.column("session_duration")
-    return [
-        blank("event_id"),
-        pc.is_null(table.column("user_id")),
-        blank("event_type"),
-        pc.invert(pc.fill_null(pc.match_substring_regex(ts, ISO_UTC), False)),
-        pc.fill_null(pc.less(duration, 0), True),
-    ]
+    # Lines that parsed are judged against the landing contract; the others are malformed.
+    verdicts = judge_rows(conform(table, EVENT_LINES, nulls_allowed=True), EVENT_LINES)
+    malformed = pa.array([[MALFORMED]] * n, CODES)
+    failed = pc.if_else(pa.array(parsed_mask), verdicts.rejecting, malformed)
+    return table.append_column(REASON, first_code(failed)).append_column(FAILED, failed)
 
 
 def enrich_events(table: pa.Table) -> pa.Table:
@@ -146,6 +121,7 @@ PARSED_SCHEMA = pa.schema(
         ("line_number", pa.int64()),
         ("batch_id", pa.string()),
         (REASON, pa.string()),
+        (FAILED, CODES),
         (ORIGIN, pa.string()),
     ]
 )
@@ -191,8 +167,9 @@ def drop_duplicate_events(block: pa.Table) -> pa.Table:
     return new.set_column(new.schema.get_field_index(REASON), REASON, reason)
 
 
-def split_events(block: pa.Table) -> dict[str, pa.Table]:
-    """Marked lines -> rows for ``events`` and ``events_rejects``, plus the dropped duplicates."""
+def split_events(block: pa.Table, run_id: str) -> dict[str, pa.Table]:
+    """Marked lines -> rows for ``events`` and ``events_rejects``, the dropped duplicates, and one
+    counted row per rule broken (``rule:<code>``)."""
     reason = block.column(REASON)
     valid = pc.is_null(reason)
     duplicate = pc.fill_null(pc.is_in(reason, value_set=pa.array([DUPLICATE_IN_LOAD, ALREADY_LOADED])), False)
@@ -202,7 +179,15 @@ def split_events(block: pa.Table) -> dict[str, pa.Table]:
         EVENTS.name: enrich_events(block.filter(valid))
         if pc.any(valid).as_py()
         else EVENTS.schema.empty_table(),
-        EVENTS_REJECTS.name: conform(block.filter(rejected), EVENTS_REJECTS),
+        EVENTS_REJECTS.name: conform(
+            block.filter(rejected).append_column(
+                "run_id", pa.array([run_id] * int(pc.sum(rejected).as_py() or 0), pa.string())
+            ),
+            EVENTS_REJECTS,
+        ),
+        **rule_hits(
+            block.column(FAILED).filter(rejected), block.column("batch_id").filter(rejected), "batch_id"
+        ),
         DUPLICATE_IN_LOAD: dupes.filter(pc.equal(dupes.column(REASON), DUPLICATE_IN_LOAD)).select([]),
         ALREADY_LOADED: dupes.filter(pc.equal(dupes.column(REASON), ALREADY_LOADED)).select([]),
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from etl_assets.transforms.tables import DAILY_CUSTOMER_METRICS, conform
+from etl_assets.contracts import DAILY_CUSTOMER_METRICS, conform
 
 GROUP_KEYS = ["metric_date", "customer_id", "customer_segment"]
 

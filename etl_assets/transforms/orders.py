@@ -5,60 +5,57 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from etl_assets.transforms.common import first_failed_rule, first_row_of_each_group, utc_date
-from etl_assets.transforms.tables import ORDERS, ORDERS_REJECTS, conform
+from etl_assets.contracts import ORDERS, ORDERS_REJECTS, conform
+from etl_assets.contracts.validation import judge_rows, rule_hits
+from etl_assets.transforms.common import first_row_of_each_group
 
 LAKE_COLUMNS = ["order_id", "customer_id", "order_ts", "order_amount", "quantity", "channel"]
 REASON = "reject_reason"
+FAILED = "failed_rules"
+SOFT = "__soft_rules"
 DUPLICATE = "duplicate"
 # Materialization metadata key: exact duplicates collapsed per lake day (read by the accounting check).
 DUPLICATES_PER_DAY = "duplicates_per_day"
 
-# Checked in this order; a row is rejected for the first rule it fails.
-REJECT_RULES: tuple[tuple[str, str], ...] = (
-    ("null_order_id", "order_id is null"),
-    ("null_customer_id", "customer_id is null"),
-    ("null_order_ts", "order_ts is null"),
-    ("non_positive_amount", "order_amount is null or <= 0"),
-    ("order_ts_outside_partition", "order_ts is not on the day of the lake folder it came from"),
-)
-REJECT_REASONS = tuple(code for code, _ in REJECT_RULES)
 
+def classify_orders(batch: pa.Table, run_id: str) -> pa.Table:
+    """Judge every delivered row of one lake day against the ``orders`` contract.
 
-def _rule_failures(batch: pa.Table) -> list[pa.ChunkedArray]:
-    amount = batch.column("order_amount")
-    ts = batch.column("order_ts")
-    failures = [
-        pc.is_null(batch.column("order_id")),
-        pc.is_null(batch.column("customer_id")),
-        pc.is_null(ts),
-        pc.fill_null(pc.less_equal(amount, 0), True),
-        pc.fill_null(pc.not_equal(utc_date(ts), batch.column("order_date")), False),
-    ]
-    return failures
-
-
-def classify_orders(batch: pa.Table) -> pa.Table:
-    """Tag every delivered row of one lake day with ``reject_reason``.
-
-    Null for a valid order, ``duplicate`` for a second copy of an exact duplicate row, else the code
-    of the first failed rule. ``batch`` must hold the whole day (all its copies meet here) and its
-    ``order_date`` column says which lake folder each row came from.
+    Adds ``reject_reason`` (null for a valid order, ``duplicate`` for a second copy of an exact
+    duplicate row, else the code of the first rule failed), ``failed_rules`` (every rejecting
+    rule's code), the soft rules broken, and ``run_id``. ``batch`` must hold the whole day (all its
+    copies meet here) and its ``order_date`` column says which lake folder each row came from, so
+    the contract's ``order_ts.on_order_date`` rule rejects rows delivered to the wrong day.
     """
     first_copy = pa.array(first_row_of_each_group(batch, batch.column_names))
-    reason = first_failed_rule(list(REJECT_REASONS), _rule_failures(batch))
-    reason = pc.if_else(first_copy, reason, pa.scalar(DUPLICATE))
-    return batch.append_column(REASON, reason)
+    firsts = conform(batch.filter(first_copy), ORDERS, nulls_allowed=True)
+    verdicts = judge_rows(firsts, ORDERS)
+    index = pc.subtract(pc.cumulative_sum(pc.cast(first_copy, pa.int64())), 1)
+    take = pa.array(index.to_numpy(), mask=pc.invert(first_copy).to_numpy(zero_copy_only=False))
+    reason = pc.if_else(first_copy, verdicts.first_reason.take(take), pa.scalar(DUPLICATE))
+    empty = pa.array([[]] * batch.num_rows, verdicts.rejecting.type)
+    failed = pc.if_else(first_copy, verdicts.rejecting.take(take), empty)
+    soft = pc.if_else(first_copy, verdicts.soft.take(take), empty)
+    return (
+        batch.append_column(REASON, reason)
+        .append_column(FAILED, failed)
+        .append_column(SOFT, soft)
+        .append_column("run_id", pa.array([run_id] * batch.num_rows, pa.string()))
+    )
 
 
 def split_classified(batch: pa.Table) -> dict[str, pa.Table]:
-    """``classify_orders`` output -> the rows for ``orders``, ``orders_rejects`` and the dropped copies."""
+    """``classify_orders`` output -> rows for ``orders`` and ``orders_rejects``, the dropped copies,
+    and one counted row per rule broken (``rule:<code>``, rejecting and soft rules alike)."""
     reason = batch.column(REASON)
     valid = pc.is_null(reason)
     duplicate = pc.fill_null(pc.equal(reason, DUPLICATE), False)
     rejected = pc.and_(pc.invert(valid), pc.invert(duplicate))
+    day = batch.column(ORDERS.partition_column)
     return {
         ORDERS.name: conform(batch.filter(valid), ORDERS),
         ORDERS_REJECTS.name: conform(batch.filter(rejected), ORDERS_REJECTS),
-        DUPLICATE: batch.filter(duplicate).select(["order_date"]),
+        DUPLICATE: batch.filter(duplicate).select([ORDERS.partition_column]),
+        **rule_hits(batch.column(FAILED), day, ORDERS.partition_column),
+        **rule_hits(batch.column(SOFT), day, ORDERS.partition_column),
     }

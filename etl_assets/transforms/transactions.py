@@ -7,8 +7,8 @@ from datetime import datetime
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from etl_assets.contracts import TRANSACTIONS, UTC_TS, conform
 from etl_assets.transforms.common import first_row_of_each_group, to_utc_timestamp
-from etl_assets.transforms.tables import TRANSACTIONS, UTC_TS, conform
 
 SOURCE_COLUMNS = [
     "transaction_id",

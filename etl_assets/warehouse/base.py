@@ -10,7 +10,7 @@ from datetime import date
 import pyarrow as pa
 import ray.data
 
-from etl_assets.transforms.tables import TableContract
+from etl_assets.contracts import TableContract
 
 # Splits one block into rows per output name. Names that are not target tables are counted only.
 Router = Callable[[pa.Table], Mapping[str, pa.Table]]
@@ -121,12 +121,20 @@ class Warehouse(ABC):
         """The partition values the table holds rows for (empty when it does not exist)."""
 
     @abstractmethod
+    def partition_row_counts(self, table: TableContract) -> dict[str, int]:
+        """Rows per partition value, from the table's metadata where the backend keeps it."""
+
+    @abstractmethod
     def row_count(self, table: TableContract) -> int:
         """Rows in the table now; 0 when it does not exist yet."""
 
     @abstractmethod
     def location(self, table: TableContract) -> str:
         """The table's URI or fully qualified name, for metadata and messages."""
+
+    @abstractmethod
+    def table_schema(self, table: TableContract) -> pa.Schema | None:
+        """The schema the table has in the warehouse; None when it does not exist yet."""
 
     @abstractmethod
     def exists(self, table: TableContract) -> bool:

@@ -27,7 +27,9 @@ from deltalake import DeltaTable
 from deltalake.transaction import AddAction
 from ray.data.datasource import Partitioning
 
-from etl_assets.transforms.tables import TableContract, conform
+from etl_assets.contracts import TableContract
+from etl_assets.contracts.drift import schema_drift
+from etl_assets.contracts.validation import enforce
 from etl_assets.warehouse.base import (
     PartitionValue,
     ReplaceResult,
@@ -78,7 +80,7 @@ def write_block_files(
         if contract is None:
             rows += _count_rows(name, table, next(iter(targets.values())).partition_column)
             continue
-        table = conform(table, contract)
+        table = enforce(table, contract)
         if table.num_rows == 0:
             continue
         fs, root = pafs.FileSystem.from_uri(uris[name])
@@ -145,6 +147,15 @@ class DeltaWarehouse(Warehouse):
     def _table(self, table: TableContract) -> DeltaTable:
         return DeltaTable(self.location(table), storage_options=self.storage_options)
 
+    def _checked(self, table: TableContract) -> DeltaTable | None:
+        """The existing table, its schema checked against the contract; None when it does not exist
+        yet (it is created at commit, so a failed first write leaves nothing behind)."""
+        if not self.exists(table):
+            return None
+        delta = self._table(table)
+        self._check_schema(delta, table)
+        return delta
+
     def _ensure(self, table: TableContract) -> DeltaTable:
         if not self.exists(table):
             DeltaTable.create(
@@ -160,18 +171,12 @@ class DeltaWarehouse(Warehouse):
         return delta
 
     def _check_schema(self, delta: DeltaTable, table: TableContract) -> None:
-        existing = pa.schema(delta.schema().to_arrow())
-        have = {f.name: f.type for f in existing}
-        for field in table.schema:
-            if field.name not in have:
-                raise ValueError(
-                    f"{self.location(table)}: column {field.name} ({field.type}) is missing from the table"
-                )
-            if not _same_type(have[field.name], field.type):
-                raise ValueError(
-                    f"{self.location(table)}: column {field.name} is {have[field.name]} in the table"
-                    f" but {field.type} in the contract"
-                )
+        drift = schema_drift(pa.schema(delta.schema().to_arrow()), table.schema)
+        if drift.breaking:
+            raise ValueError(f"{self.location(table)} does not match its contract: {drift.describe()}")
+
+    def table_schema(self, table: TableContract) -> pa.Schema | None:
+        return pa.schema(self._table(table).schema().to_arrow()) if self.exists(table) else None
 
     def _add_actions(self, table: TableContract) -> pa.Table:
         return pa.table(self._table(table).get_add_actions(flatten=True))
@@ -184,6 +189,22 @@ class DeltaWarehouse(Warehouse):
             return []
         values = actions.column(f"partition.{table.partition_column}").cast(pa.string())
         return sorted(pc.unique(values).to_pylist())
+
+    def partition_row_counts(self, table: TableContract) -> dict[str, int]:
+        if not self.exists(table) or table.partition_column is None:
+            return {}
+        actions = self._add_actions(table)
+        if actions.num_rows == 0:
+            return {}
+        # Every add action carries numRecords (the writer records it), so nothing is read.
+        per_file = pa.table(
+            {
+                "value": actions.column(f"partition.{table.partition_column}").cast(pa.string()),
+                "rows": actions.column("num_records"),
+            }
+        )
+        counts = per_file.group_by(["value"]).aggregate([("rows", "sum")])
+        return dict(zip(counts.column("value").to_pylist(), counts.column("rows_sum").to_pylist()))
 
     def row_count(self, table: TableContract) -> int:
         if not self.exists(table):
@@ -204,13 +225,13 @@ class DeltaWarehouse(Warehouse):
             if target.partition_column is None:
                 raise ValueError(f"{target.name} has no partition column: a partition replace needs one")
         values = partition_strings(partitions)
-        # Created and schema-checked before any file is written.
-        tables = {t.name: self._ensure(t) for t in targets}
+        # Schema-checked before any file is written.
+        tables = {t.name: self._checked(t) for t in targets}
         manifests = self._write_files(ds, targets, frozenset(values), route)
         results = {}
         for target in targets:
             files = manifests.get(target.name, [])
-            tables[target.name].create_write_transaction(
+            (tables[target.name] or self._ensure(target)).create_write_transaction(
                 [_add_action(f) for f in files],
                 mode="overwrite",
                 schema=target.schema,
@@ -239,9 +260,9 @@ class DeltaWarehouse(Warehouse):
         return self._commit_all(ds, target, "overwrite")
 
     def _commit_all(self, ds: ray.data.Dataset, target: TableContract, mode: str) -> WriteResult:
-        delta = self._ensure(target)
+        delta = self._checked(target)
         files = self._write_files(ds, [target], None, None).get(target.name, [])
-        delta.create_write_transaction(
+        (delta or self._ensure(target)).create_write_transaction(
             [_add_action(f) for f in files],
             mode=mode,
             schema=target.schema,
@@ -264,7 +285,7 @@ class DeltaWarehouse(Warehouse):
         def batches() -> Iterator[pa.RecordBatch]:
             nonlocal written
             for block in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-                block = conform(block, target)
+                block = enforce(block, target)
                 written += block.num_rows
                 yield from block.to_batches()
 
@@ -372,13 +393,6 @@ class DeltaWarehouse(Warehouse):
             wanted = pa.array(partition_strings(partitions), pa.string()).cast(kind)
             flt = pads.field(table.partition_column).isin(wanted)
         return dataset.to_batches(columns=list(columns) if columns else None, filter=flt)
-
-
-def _same_type(have: pa.DataType, want: pa.DataType) -> bool:
-    """Delta hands back large/view string types for strings; those count as the same type."""
-    if pa.types.is_string(want):
-        return pa.types.is_string(have) or pa.types.is_large_string(have) or pa.types.is_string_view(have)
-    return have == want
 
 
 def _sql_literal(value: object) -> str:
