@@ -11,12 +11,13 @@ from deltalake import DeltaTable
 
 from etl_assets import definitions
 from etl_assets.automation import events_landing_sensor
-from etl_assets.checks.rules import events_reject_rate
+from etl_assets.checks.rules import CHECKS, events_nothing_lost
 from etl_assets.resources import RayResource, SourcesResource, WarehouseResource
 from etl_assets.sample_changes import drop_event_batch
-from etl_assets_tests.conftest import read_table
+from etl_assets_tests.conftest import PROVENANCE, read_table
 
 EVENT_ASSETS = [definitions.events_and_rejects, definitions.hourly_user_metrics]
+events_reject_rate = next(c for c in CHECKS if c.check_key.name == "events_reject_rate")
 
 
 @pytest.fixture
@@ -48,7 +49,7 @@ def load(
     results = []
     for batch_id in batch_ids:
         result = dg.materialize(
-            EVENT_ASSETS + ([events_reject_rate] if checks else []),
+            EVENT_ASSETS + ([events_reject_rate, events_nothing_lost] if checks else []),
             partition_key=batch_id,
             resources=resources,
             instance=instance,
@@ -149,7 +150,9 @@ def test_redelivered_batch_changes_nothing_and_duplicates_are_counted(landing_co
     versions = {n: DeltaTable(str(tmp_path / "w" / n)).version() for n in before}
     load(landing_copy, tmp_path / "w", [batches[1]], instance)
     for name, frame in before.items():
-        after = read_table(tmp_path / "w", name)
+        # The rejects name the run that rejected them; everything else is unchanged.
+        frame = frame.drop(columns=PROVENANCE, errors="ignore")
+        after = read_table(tmp_path / "w", name).drop(columns=PROVENANCE, errors="ignore")
         keys = list(frame.columns)
         pd.testing.assert_frame_equal(
             frame.sort_values(keys).reset_index(drop=True),
@@ -184,10 +187,12 @@ def test_malformed_lines_are_rejected_with_file_line_and_reason(tmp_path):
     assert rejects["line_number"].tolist() == [2, 4, 5, 6]
     assert rejects["reject_reason"].tolist() == [
         "malformed_json",
-        "bad_timestamp",
-        "bad_session_duration",
+        "timestamp.str_matches",
+        "session_duration.greater_than_or_equal_to",
         "malformed_json",
     ]
+    assert [list(r) for r in rejects["failed_rules"]][1] == ["timestamp.str_matches"]
+    assert set(rejects["run_id"]) == {results[0].run_id}
     assert set(rejects["source_file"]) == {str(folder / "part-1.jsonl")}
     assert rejects["raw_line"].iloc[0] == lines[1]
     events = read_table(tmp_path / "w", "events")
@@ -196,9 +201,13 @@ def test_malformed_lines_are_rejected_with_file_line_and_reason(tmp_path):
     assert (row["line_number"], row["day_of_week"], bool(row["is_weekend"])) == (1, 5, True)  # a Saturday
     assert pd.Timestamp(row["event_hour"]) == pd.Timestamp("2024-01-06T10:00:00Z")
     # 4 of 5 lines rejected: the blocking reject-rate check fails and hourly metrics are not built.
-    check = results[0].get_asset_check_evaluations()[0]
-    assert check.check_name == "events_reject_rate" and not check.passed
+    checks = {e.check_name: e for e in results[0].get_asset_check_evaluations()}
+    check = checks["events_reject_rate"]
+    assert not check.passed and check.partition == "b1"
     assert check.metadata["rows_rejected"].value == 4
+    # Five non-blank lines in = one loaded + four rejected.
+    assert checks["events_nothing_lost"].passed
+    assert checks["events_nothing_lost"].metadata["rows_in"].value == 5
     materialized = {e.asset_key.to_user_string() for e in results[0].get_asset_materialization_events()}
     assert "events" in materialized and "hourly_user_metrics" not in materialized
     assert not (tmp_path / "w" / "hourly_user_metrics").exists()

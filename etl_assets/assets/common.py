@@ -6,7 +6,9 @@ from datetime import timedelta
 
 import dagster as dg
 
+from etl_assets.contracts.validation import ContractViolation, SchemaMismatch
 from etl_assets.partitions import DAILY, SINGLE_RUN
+from etl_assets.ray_steps import error_message, user_error
 from etl_assets.sources.crm import SourceError
 
 RAY_KINDS = {"ray", "deltalake"}
@@ -26,13 +28,21 @@ DAILY_RAY_ASSET = {
 }
 
 
+FATAL = (SourceError, FileNotFoundError, ContractViolation, SchemaMismatch)
+
+
 @contextmanager
 def source_failures() -> Iterator[None]:
-    """A source problem fails the run at once, with its message and no retries."""
+    """A source problem or a contract violation fails the run at once, with its message and no
+    retries: neither goes away by running again. Found also inside the wrapper Ray puts around
+    an error raised in a worker."""
     try:
         yield
-    except (SourceError, FileNotFoundError) as exc:
-        raise dg.Failure(description=str(exc), allow_retries=False) from exc
+    except Exception as exc:
+        fatal = user_error(exc, FATAL)
+        if fatal is None:
+            raise
+        raise dg.Failure(description=error_message(fatal), allow_retries=False) from exc
 
 
 # The daily schedule runs at 01:00 UTC: a daily mart is late if not refreshed by 03:00 UTC.

@@ -8,6 +8,7 @@ import dagster as dg
 from etl_assets.assets.common import DAILY_RAY_ASSET, RAY_KINDS, source_failures
 from etl_assets.assets.metadata import definition_metadata, same_columns, write_metadata
 from etl_assets.assets.sources import crm_customers
+from etl_assets.contracts import CUSTOMERS, RAW_CUSTOMERS
 from etl_assets.partitions import window_days
 from etl_assets.ray_steps import co_locate, map_blocks, shuffle_blocks, timed
 from etl_assets.resources import RayResource, SourcesResource, WarehouseResource
@@ -18,7 +19,7 @@ from etl_assets.transforms.customers import (
     mark_versions,
     scd2_for_changed_customers,
 )
-from etl_assets.transforms.tables import CUSTOMERS, RAW_CUSTOMERS
+from etl_assets.transforms.customers import SOURCE_COLUMNS as CUSTOMER_COLUMNS
 
 RAW_LINEAGE = {
     **same_columns("crm_customers", ATTRIBUTES),
@@ -53,10 +54,18 @@ def raw_customers(
     end = datetime.combine(days[-1] + timedelta(days=1), datetime.min.time())
     backend = warehouse.backend()
     with source_failures(), timed() as timer:
-        versions = read_customer_versions(CrmDatabase(sources.crm_url), start, end, shuffle_blocks())
+        crm = CrmDatabase(sources.crm_url)
+        ignored = crm.check_table("customers", CUSTOMER_COLUMNS)
+        versions = read_customer_versions(crm, start, end, shuffle_blocks())
         cleaned = map_blocks(co_locate(versions, ["customer_id"]), clean_customers)
         result = backend.replace_window(cleaned, [RAW_CUSTOMERS], days).tables[RAW_CUSTOMERS.name]
-    return dg.MaterializeResult(metadata=write_metadata(RAW_CUSTOMERS, result, timer, RAW_LINEAGE))
+    if ignored:
+        context.log.warning(f"CRM table customers: columns not in the contract were ignored: {ignored}")
+    return dg.MaterializeResult(
+        metadata=write_metadata(
+            RAW_CUSTOMERS, result, timer, RAW_LINEAGE, source_columns_ignored=dg.MetadataValue.json(ignored)
+        )
+    )
 
 
 @dg.asset(

@@ -8,8 +8,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from etl_assets.assets.common import RAY_KINDS, RAY_POOL, RAY_RETRY, source_failures
-from etl_assets.assets.metadata import definition_metadata, same_columns, write_metadata
+from etl_assets.assets.metadata import definition_metadata, rule_metadata, same_columns, write_metadata
 from etl_assets.assets.sources import events_landing
+from etl_assets.contracts import EVENTS, EVENTS_REJECTS, HOURLY_USER_METRICS
 from etl_assets.partitions import EVENT_BATCHES, SINGLE_RUN
 from etl_assets.ray_steps import co_locate, map_blocks, timed
 from etl_assets.resources import RayResource, SourcesResource, WarehouseResource
@@ -17,6 +18,7 @@ from etl_assets.sources.landing import batch_files, read_event_files
 from etl_assets.transforms.events import (
     ALREADY_LOADED,
     DUPLICATE_IN_LOAD,
+    DUPLICATES_PER_BATCH,
     LINE_SCHEMA,
     combine_hourly_metrics,
     drop_duplicate_events,
@@ -24,7 +26,6 @@ from etl_assets.transforms.events import (
     partial_hourly_metrics,
     split_events,
 )
-from etl_assets.transforms.tables import EVENTS, EVENTS_REJECTS, HOURLY_USER_METRICS
 
 BATCH_ASSET = {
     "partitions_def": EVENT_BATCHES,
@@ -67,8 +68,8 @@ HOURLY_LINEAGE = {
             group_name="staging",
             kinds=RAY_KINDS,
             description="Landing lines that could not be loaded, with their file, line number, the raw "
-            "line and `reject_reason` (malformed_json, missing_event_id, missing_user_id, "
-            "missing_event_type, bad_timestamp, bad_session_duration).",
+            "line, `reject_reason` (`malformed_json`, or the first rule of the landing contract "
+            "broken, such as `timestamp.str_matches`), `failed_rules` and the `run_id`.",
             metadata=definition_metadata(EVENTS_REJECTS, REJECTS_LINEAGE),
         ),
     ],
@@ -93,7 +94,9 @@ def events_and_rejects(
             )
             lines = lines.union(loaded)
         marked = map_blocks(co_locate(lines, ["event_id"]), drop_duplicate_events)
-        written = backend.replace_partitions(marked, [EVENTS, EVENTS_REJECTS], batch_ids, route=split_events)
+        written = backend.replace_partitions(
+            marked, [EVENTS, EVENTS_REJECTS], batch_ids, route=partial(split_events, run_id=context.run_id)
+        )
     loaded_rows = written.tables[EVENTS.name]
     rejected = written.tables[EVENTS_REJECTS.name]
     in_load = written.other_counts.get(DUPLICATE_IN_LOAD, 0)
@@ -106,6 +109,16 @@ def events_and_rejects(
         "duplicates_in_load": in_load,
         "duplicates_already_loaded": already,
         "reject_rate": round(rejected.rows_written / lines_in, 6) if lines_in else 0.0,
+        **rule_metadata(written, list(batch_ids)),
+        DUPLICATES_PER_BATCH: dg.MetadataValue.json(
+            {
+                b: sum(
+                    written.other_counts_per_partition.get(k, {}).get(b, 0)
+                    for k in (DUPLICATE_IN_LOAD, ALREADY_LOADED)
+                )
+                for b in batch_ids
+            }
+        ),
     }
     yield dg.MaterializeResult(
         asset_key="events",

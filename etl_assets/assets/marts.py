@@ -6,6 +6,7 @@ import pyarrow as pa
 from etl_assets.assets.common import DAILY_MART_FRESHNESS, DAILY_RAY_ASSET, RAY_KINDS, source_failures
 from etl_assets.assets.customers import customers
 from etl_assets.assets.metadata import definition_metadata, same_columns, write_metadata
+from etl_assets.contracts import CUSTOMER_ORDERS, CUSTOMERS, DAILY_CUSTOMER_METRICS, ORDERS
 from etl_assets.partitions import window_days
 from etl_assets.ray_steps import broadcast_join, co_locate, map_blocks, timed
 from etl_assets.resources import RayResource, WarehouseResource
@@ -15,7 +16,6 @@ from etl_assets.transforms.customer_orders import (
     prepare_dimension,
 )
 from etl_assets.transforms.metrics import combine_daily_metrics, partial_daily_metrics
-from etl_assets.transforms.tables import CUSTOMER_ORDERS, CUSTOMERS, DAILY_CUSTOMER_METRICS, ORDERS
 
 CUSTOMER_ORDERS_LINEAGE = {
     **same_columns("orders", ORDERS.column_names),

@@ -4,9 +4,10 @@ from collections.abc import Mapping, Sequence
 
 import dagster as dg
 
+from etl_assets.contracts import TableContract
+from etl_assets.contracts.validation import RULE_PREFIX, rule_counts_from
 from etl_assets.ray_steps import JobTimer
-from etl_assets.transforms.tables import TableContract
-from etl_assets.warehouse.base import WriteResult
+from etl_assets.warehouse.base import ReplaceResult, WriteResult
 
 ColumnSources = Mapping[str, Sequence[tuple[str, str]]]
 
@@ -18,10 +19,19 @@ def column_schema(contract: TableContract) -> dg.TableSchema:
                 name=c.name,
                 type=str(c.type),
                 description=c.description,
-                constraints=dg.TableColumnConstraints(nullable=c.nullable, unique=contract.keys == (c.name,)),
+                constraints=dg.TableColumnConstraints(
+                    nullable=c.nullable,
+                    unique=contract.keys == (c.name,),
+                    other=[
+                        f"{r.code}: {r.description}" + (" (warn only)" if not r.rejects else "")
+                        for r in c.rules
+                        if r.code != f"{c.name}.not_null"
+                    ],
+                ),
             )
             for c in contract.columns
-        ]
+        ],
+        constraints=dg.TableConstraints(other=[f"{r.code}: {r.description}" for r in contract.table_rules]),
     )
 
 
@@ -48,6 +58,22 @@ def definition_metadata(contract: TableContract, lineage: ColumnSources) -> dict
         "dagster/column_schema": column_schema(contract),
         "dagster/column_lineage": column_lineage(lineage),
         "dagster/table_name": contract.name,
+    }
+
+
+def rule_metadata(written: ReplaceResult, partition_values: Sequence[str]) -> dict:
+    """Rows that broke each contract rule in this write: totals and per partition."""
+    per_partition = {
+        p: {
+            name.removeprefix(RULE_PREFIX): counts.get(p, 0)
+            for name, counts in sorted(written.other_counts_per_partition.items())
+            if name.startswith(RULE_PREFIX) and counts.get(p, 0)
+        }
+        for p in partition_values
+    }
+    return {
+        "rule_failures": dg.MetadataValue.json(rule_counts_from(written.other_counts)),
+        "rule_failures_per_partition": dg.MetadataValue.json(per_partition),
     }
 
 

@@ -1,18 +1,19 @@
 """Orders: the valid, de-duplicated orders of each day and the rows rejected on the way."""
 
 from collections.abc import Iterator
+from functools import partial
 
 import dagster as dg
 
 from etl_assets.assets.common import DAILY_RAY_ASSET, RAY_KINDS, source_failures
-from etl_assets.assets.metadata import definition_metadata, same_columns, write_metadata
+from etl_assets.assets.metadata import definition_metadata, rule_metadata, same_columns, write_metadata
 from etl_assets.assets.sources import orders_lake
+from etl_assets.contracts import ORDERS, ORDERS_REJECTS
 from etl_assets.partitions import window_days
 from etl_assets.ray_steps import timed
 from etl_assets.resources import RayResource, SourcesResource, WarehouseResource
 from etl_assets.sources.orders_lake import LAKE_SCHEMA, inspect_days, read_orders_days
 from etl_assets.transforms.orders import DUPLICATE, DUPLICATES_PER_DAY, classify_orders, split_classified
-from etl_assets.transforms.tables import ORDERS, ORDERS_REJECTS
 
 ORDERS_LINEAGE = {
     **same_columns("orders_lake", LAKE_SCHEMA.names),
@@ -25,13 +26,15 @@ REJECTS_LINEAGE = {
 }
 
 ORDERS_DESCRIPTION = """Valid orders of each UTC day (by `order_ts`), exact duplicate deliveries
-collapsed. A row is valid when it has an order id, a customer id and a timestamp, a positive
-amount, and its `order_ts` falls on the day of the lake folder it came from; other rows go to
-`orders_rejects`. Rows in = rows loaded + rows rejected + duplicates collapsed."""
+collapsed. A row is valid when it keeps every rejecting rule of the `orders` contract: an order
+id, a customer id and a timestamp, a positive amount, its `order_ts` on the day of the lake folder
+it came from, and an order id no other row of the day has; other rows go to `orders_rejects`.
+Rows in = rows loaded + rows rejected + duplicates collapsed."""
 
-REJECTS_DESCRIPTION = """Lake rows that failed validation, as delivered, with `reject_reason` (the
-first rule failed: null_order_id, null_customer_id, null_order_ts, non_positive_amount,
-order_ts_outside_partition) and the lake folder's day as `order_date`."""
+REJECTS_DESCRIPTION = """Lake rows that broke a rejecting rule of the `orders` contract, as delivered,
+with `reject_reason` (the code of the first rule broken, such as `order_id.not_null`,
+`order_amount.greater_than` or `order_ts.on_order_date`), `failed_rules` (every rule broken), the
+`run_id` that rejected them, and the lake folder's day as `order_date`."""
 
 
 @dg.multi_asset(
@@ -67,8 +70,11 @@ def orders_and_rejects(
     backend = warehouse.backend()
     with source_failures(), timed() as timer:
         lake_days = inspect_days(sources.orders_lake_dir, days)
-        ds = read_orders_days(lake_days, classify_orders)
+        ds = read_orders_days(lake_days, partial(classify_orders, run_id=context.run_id))
         written = backend.replace_window(ds, [ORDERS, ORDERS_REJECTS], days, route=split_classified)
+    ignored = {d.day.isoformat(): d.ignored_columns for d in lake_days if d.ignored_columns}
+    if ignored:
+        context.log.warning(f"orders lake: columns not in the contract were ignored: {ignored}")
     rows_in = sum(d.rows for d in lake_days)
     loaded = written.tables[ORDERS.name]
     rejected = written.tables[ORDERS_REJECTS.name]
@@ -79,6 +85,8 @@ def orders_and_rejects(
         "rows_rejected": rejected.rows_written,
         "duplicates_collapsed": duplicates,
         "reject_rate": round(rejected.rows_written / rows_in, 6) if rows_in else 0.0,
+        **rule_metadata(written, [d.isoformat() for d in days]),
+        "source_columns_ignored": dg.MetadataValue.json(ignored),
         "rows_in_per_day": dg.MetadataValue.json({d.day.isoformat(): d.rows for d in lake_days}),
         DUPLICATES_PER_DAY: dg.MetadataValue.json(
             {

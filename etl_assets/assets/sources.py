@@ -2,6 +2,9 @@
 
 import dagster as dg
 
+from etl_assets.assets.metadata import column_schema
+from etl_assets.contracts import EVENT_LINES
+
 crm_customers = dg.AssetSpec(
     "crm_customers",
     group_name="sources",
@@ -23,7 +26,9 @@ events_landing = dg.AssetSpec(
     group_name="sources",
     kinds={"json"},
     description="Events landing zone: one folder per batch under `landing/events/<batch_id>/`, "
-    "JSON lines; events may be re-delivered in later batches.",
+    "JSON lines; events may be re-delivered in later batches. Each line is judged against the "
+    "landing contract shown here; lines that break it go to `events_rejects`.",
+    metadata={"dagster/column_schema": column_schema(EVENT_LINES)},
 )
 
 crm_transactions = dg.AssetSpec(

@@ -10,11 +10,12 @@ from pydantic import Field
 from etl_assets.assets.common import RAY_KINDS, RAY_POOL, RAY_RETRY, source_failures
 from etl_assets.assets.metadata import definition_metadata, same_columns, write_metadata
 from etl_assets.assets.sources import crm_transactions
+from etl_assets.contracts import TRANSACTIONS
 from etl_assets.ray_steps import shuffle_blocks, timed
 from etl_assets.resources import RayResource, SourcesResource, WarehouseResource
 from etl_assets.sources.crm import CrmDatabase, read_transaction_changes
-from etl_assets.transforms.tables import TRANSACTIONS
 from etl_assets.transforms.transactions import SOURCE_COLUMNS, prepare_transactions
+from etl_assets.transforms.transactions import SOURCE_COLUMNS as TRANSACTION_COLUMNS
 
 WATERMARK = "watermark"
 LINEAGE = {
@@ -75,6 +76,7 @@ def transactions(
     processed_at = datetime.now(UTC)
     crm = CrmDatabase(sources.crm_url)
     with source_failures(), timed() as timer:
+        ignored = crm.check_table("transactions", TRANSACTION_COLUMNS)
         changes = read_transaction_changes(crm, since, shuffle_blocks()).map_batches(
             partial(prepare_transactions, processed_at=processed_at), batch_format="pyarrow", batch_size=None
         )
@@ -87,6 +89,8 @@ def transactions(
     ]
     newest = [n for n in newest if n is not None]
     watermark = max(newest) if newest else previous
+    if ignored:
+        context.log.warning(f"CRM table transactions: columns not in the contract were ignored: {ignored}")
     return dg.MaterializeResult(
         metadata=write_metadata(
             TRANSACTIONS,
@@ -94,6 +98,7 @@ def transactions(
             timer,
             LINEAGE,
             rows_read=result.rows_written,
+            source_columns_ignored=dg.MetadataValue.json(ignored),
             full_refresh=full,
             read_since=since.isoformat() + "+00:00" if since else "",
             previous_watermark=previous.isoformat() if previous else "",

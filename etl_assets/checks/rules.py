@@ -1,42 +1,43 @@
-"""The first set of checks: key uniqueness, not-null, reject rate, orphans and reconciliation."""
-
-from datetime import timedelta
+"""Business rules of DESIGN.md as checks: nothing lost, referential integrity, reconciliation,
+SCD2 validity and CDC agreement with the source; plus the list of every check."""
 
 import dagster as dg
 import pyarrow.compute as pc
 
+from etl_assets.checks.contract_checks import (
+    CheckEvents,
+    build_contract_rules_check,
+    build_key_unique_check,
+    build_reject_rate_check,
+    build_row_count_anomaly_check,
+    build_schema_check,
+)
+from etl_assets.checks.partitioned import Outcome, per_partition
 from etl_assets.checks.window_reads import days_of, duplicate_keys, read_columns
-from etl_assets.partitions import DAILY, EVENT_BATCHES, window_days
-from etl_assets.resources import SourcesResource, WarehouseResource
-from etl_assets.sources.crm import CrmDatabase, source_totals_by_status
-from etl_assets.sources.orders_lake import inspect_days
-from etl_assets.transforms.orders import DUPLICATES_PER_DAY
-from etl_assets.transforms.tables import (
+from etl_assets.contracts import (
+    ALL_TABLES,
     CUSTOMER_ORDERS,
     CUSTOMERS,
     DAILY_CUSTOMER_METRICS,
     EVENTS,
     EVENTS_REJECTS,
+    HOURLY_USER_METRICS,
     ORDERS,
     ORDERS_REJECTS,
     RAW_CUSTOMERS,
     TRANSACTIONS,
-    TableContract,
 )
-
-
-class RateThreshold(dg.Config):
-    max_rate: float = 0.05
+from etl_assets.partitions import DAILY, EVENT_BATCHES, window_days
+from etl_assets.resources import SourcesResource, WarehouseResource
+from etl_assets.sources.crm import CrmDatabase, source_totals_by_status
+from etl_assets.sources.landing import batch_files, count_lines
+from etl_assets.sources.orders_lake import inspect_days
+from etl_assets.transforms.events import DUPLICATES_PER_BATCH
+from etl_assets.transforms.orders import DUPLICATES_PER_DAY
 
 
 class OrphanThreshold(dg.Config):
     max_rate: float = 0.01
-
-
-class AnomalyThreshold(dg.Config):
-    trailing_days: int = 7
-    # Warn when a day's row count is further than this fraction from the trailing mean.
-    max_deviation: float = 0.5
 
 
 class Tolerance(dg.Config):
@@ -44,103 +45,19 @@ class Tolerance(dg.Config):
     cents_per_row: float = 0.005
 
 
-def _sample(table, limit: int = 5) -> dg.MetadataValue:
-    return dg.MetadataValue.json(table.slice(0, limit).to_pylist() if table.num_rows else [])
+def _latest_metadata(instance: dg.DagsterInstance, asset: str, partition: str, key: str) -> dict:
+    """A JSON metadata entry of the latest materialization of one partition ({} when absent)."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1
+    ).records
+    entry = records[0].asset_materialization.metadata.get(key) if records else None
+    return entry.value if entry is not None else {}
 
 
-def build_unique_key_check(contract: TableContract, whole_table: bool = False) -> dg.AssetChecksDefinition:
-    """Key uniqueness over the run's days of a daily table, or over the whole table."""
-    keys = list(contract.keys)
-    daily = contract.partition_column is not None and not whole_table
-
-    @dg.asset_check(
-        asset=contract.name,
-        name=f"{contract.name}_key_unique",
-        partitions_def=DAILY if daily else None,
-        description=f"No two rows of {contract.name} share ({', '.join(keys)}).",
-    )
-    def _check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
-        backend = warehouse.backend()
-        if daily:
-            duplicates = 0
-            per_day = {}
-            sample = None
-            for day, table in days_of(backend, contract, window_days(context), keys):
-                dupes = duplicate_keys(table, keys)
-                per_day[day.isoformat()] = dupes.num_rows
-                duplicates += dupes.num_rows
-                sample = sample if sample is not None and sample.num_rows else dupes
-        else:
-            table = read_columns(backend, contract, None, keys)
-            sample = duplicate_keys(table, keys)
-            duplicates, per_day = sample.num_rows, {}
-        return dg.AssetCheckResult(
-            passed=duplicates == 0,
-            metadata={
-                "duplicate_keys": duplicates,
-                "duplicates_per_day": dg.MetadataValue.json(per_day),
-                "sample": _sample(sample) if sample is not None else _sample([]),
-            },
-        )
-
-    return _check
-
-
-def build_not_null_check(contract: TableContract) -> dg.AssetChecksDefinition:
-    required = [c.name for c in contract.columns if not c.nullable]
-
-    @dg.asset_check(
-        asset=contract.name,
-        name=f"{contract.name}_required_not_null",
-        partitions_def=DAILY if contract.partition_column else None,
-        description=f"Required columns of {contract.name} hold no nulls: {', '.join(required)}.",
-    )
-    def _check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
-        backend = warehouse.backend()
-        nulls = dict.fromkeys(required, 0)
-        if contract.partition_column:
-            tables = (t for _, t in days_of(backend, contract, window_days(context), required))
-        else:
-            tables = iter([read_columns(backend, contract, None, required)])
-        for table in tables:
-            for name in required:
-                nulls[name] += table.column(name).null_count
-        return dg.AssetCheckResult(
-            passed=not any(nulls.values()), metadata={"null_counts": dg.MetadataValue.json(nulls)}
-        )
-
-    return _check
-
-
-def _row_count(backend, contract: TableContract, days) -> int:
-    return sum(batch.num_rows for batch in backend.scan(contract, days, [contract.partition_column]))
-
-
-@dg.asset_check(
-    asset="orders",
-    partitions_def=DAILY,
-    description="Rejected rows / (loaded + rejected rows) of the window stays under `max_rate`.",
-)
-def orders_reject_rate(
-    context: dg.AssetCheckExecutionContext, config: RateThreshold, warehouse: WarehouseResource
-) -> dg.AssetCheckResult:
-    return _reject_rate(warehouse.backend(), ORDERS, ORDERS_REJECTS, window_days(context), config.max_rate)
-
-
-def _reject_rate(backend, loaded_table, rejects_table, partitions, max_rate: float) -> dg.AssetCheckResult:
-    """Rejected rows / (loaded + rejected rows) over ``partitions`` of both tables."""
-    loaded = _row_count(backend, loaded_table, partitions)
-    rejected = _row_count(backend, rejects_table, partitions)
-    rate = rejected / (loaded + rejected) if loaded + rejected else 0.0
-    return dg.AssetCheckResult(
-        passed=rate <= max_rate,
-        metadata={
-            "rows_loaded": loaded,
-            "rows_rejected": rejected,
-            "reject_rate": round(rate, 6),
-            "max_rate": max_rate,
-        },
-    )
+def _balance(rows_in: int, loaded: int, rejected: int, duplicates: int) -> Outcome:
+    """Rows in = loaded + rejected + duplicates collapsed, with the four counts as metadata."""
+    counts = {"rows_in": rows_in, "loaded": loaded, "rejected": rejected, "duplicates": duplicates}
+    return Outcome(passed=rows_in == loaded + rejected + duplicates, metadata=counts)
 
 
 @dg.asset_check(
@@ -151,108 +68,86 @@ def _reject_rate(backend, loaded_table, rejects_table, partitions, max_rate: flo
 )
 def orders_nothing_lost(
     context: dg.AssetCheckExecutionContext, sources: SourcesResource, warehouse: WarehouseResource
-) -> dg.AssetCheckResult:
+) -> CheckEvents:
     backend = warehouse.backend()
-    unbalanced = {}
+    loaded = backend.partition_row_counts(ORDERS)
+    rejected = backend.partition_row_counts(ORDERS_REJECTS)
+    outcomes = {}
     for lake_day in inspect_days(sources.orders_lake_dir, window_days(context)):
         day = lake_day.day.isoformat()
-        loaded = _row_count(backend, ORDERS, [lake_day.day])
-        rejected = _row_count(backend, ORDERS_REJECTS, [lake_day.day])
-        records = context.instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey("orders"), asset_partitions=[day]), limit=1
-        ).records
-        per_day = records[0].asset_materialization.metadata.get(DUPLICATES_PER_DAY) if records else None
-        duplicates = (per_day.value if per_day is not None else {}).get(day, 0)
-        if lake_day.rows != loaded + rejected + duplicates:
-            unbalanced[day] = {
-                "rows_in": lake_day.rows,
-                "loaded": loaded,
-                "rejected": rejected,
-                "duplicates": duplicates,
-            }
-    return dg.AssetCheckResult(
-        passed=not unbalanced, metadata={"unbalanced_days": dg.MetadataValue.json(unbalanced)}
-    )
+        duplicates = _latest_metadata(context.instance, "orders", day, DUPLICATES_PER_DAY).get(day, 0)
+        outcomes[day] = _balance(lake_day.rows, loaded.get(day, 0), rejected.get(day, 0), duplicates)
+    yield from per_partition(context, outcomes)
 
 
 @dg.asset_check(
-    asset="orders",
-    partitions_def=DAILY,
-    description="Each day's row count is within `max_deviation` of the mean of the trailing days "
-    "that hold rows; warns (does not block) on a large deviation.",
+    asset="events",
+    partitions_def=EVENT_BATCHES,
+    description="Nothing is lost: for every batch, the non-blank lines of its landing files equal "
+    "the events loaded + lines rejected + duplicates dropped by the batch's last load.",
 )
-def orders_row_count_anomaly(
-    context: dg.AssetCheckExecutionContext, config: AnomalyThreshold, warehouse: WarehouseResource
-) -> dg.AssetCheckResult:
+def events_nothing_lost(
+    context: dg.AssetCheckExecutionContext, sources: SourcesResource, warehouse: WarehouseResource
+) -> CheckEvents:
     backend = warehouse.backend()
-    days = window_days(context)
-    history = [days[0] - timedelta(days=i) for i in range(config.trailing_days, 0, -1)] + days
-    counts = {d: _row_count(backend, ORDERS, [d]) for d in history}
-    anomalies, compared = {}, {}
-    for i, day in enumerate(history[config.trailing_days :], start=config.trailing_days):
-        trailing = [counts[d] for d in history[i - config.trailing_days : i] if counts[d]]
-        if not trailing:
-            continue
-        mean = sum(trailing) / len(trailing)
-        deviation = abs(counts[day] - mean) / mean
-        compared[day.isoformat()] = {
-            "rows": counts[day],
-            "trailing_mean": round(mean, 1),
-            "deviation": round(deviation, 4),
-        }
-        if deviation > config.max_deviation:
-            anomalies[day.isoformat()] = compared[day.isoformat()]
-    return dg.AssetCheckResult(
-        passed=not anomalies,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={
-            "anomalies": dg.MetadataValue.json(anomalies),
-            "compared": dg.MetadataValue.json(compared),
-            "max_deviation": config.max_deviation,
-        },
-    )
+    loaded = backend.partition_row_counts(EVENTS)
+    rejected = backend.partition_row_counts(EVENTS_REJECTS)
+    outcomes = {}
+    for batch_id in context.partition_keys:
+        lines = sum(count_lines(f.path) for f in batch_files(sources.events_landing_dir, [batch_id]))
+        duplicates = _latest_metadata(context.instance, "events", batch_id, DUPLICATES_PER_BATCH).get(
+            batch_id, 0
+        )
+        outcomes[batch_id] = _balance(lines, loaded.get(batch_id, 0), rejected.get(batch_id, 0), duplicates)
+    yield from per_partition(context, outcomes)
 
 
 @dg.asset_check(
     asset="customer_orders",
     partitions_def=DAILY,
-    description="Orders with no customer version valid at order time stay under `max_rate`; "
-    "their count is reported.",
+    description="Referential integrity, orders to customers: per day, orders with no customer "
+    "version valid at order time stay under `max_rate`; warns, and reports the count and a sample.",
 )
 def customer_orders_orphans(
     context: dg.AssetCheckExecutionContext, config: OrphanThreshold, warehouse: WarehouseResource
-) -> dg.AssetCheckResult:
-    orphans = rows = 0
-    for _, table in days_of(warehouse.backend(), CUSTOMER_ORDERS, window_days(context), ["is_orphan"]):
-        rows += table.num_rows
-        orphans += int(pc.sum(table.column("is_orphan")).as_py() or 0)
-    rate = orphans / rows if rows else 0.0
-    return dg.AssetCheckResult(
-        passed=rate <= config.max_rate,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={
-            "orphan_orders": orphans,
-            "orders": rows,
-            "orphan_rate": round(rate, 6),
-            "max_rate": config.max_rate,
-        },
-    )
+) -> CheckEvents:
+    outcomes = {}
+    columns = ["order_id", "customer_id", "order_ts", "is_orphan"]
+    for day, table in days_of(warehouse.backend(), CUSTOMER_ORDERS, window_days(context), columns):
+        orphans = table.filter(table.column("is_orphan"))
+        rate = orphans.num_rows / table.num_rows if table.num_rows else 0.0
+        outcomes[day.isoformat()] = Outcome(
+            passed=rate <= config.max_rate,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={
+                "orphan_orders": orphans.num_rows,
+                "orders": table.num_rows,
+                "orphan_rate": round(rate, 6),
+                "max_rate": config.max_rate,
+                "sample": dg.MetadataValue.json(
+                    [
+                        {**r, "order_ts": r["order_ts"].isoformat()}
+                        for r in orphans.select(columns[:3]).slice(0, 5).to_pylist()
+                    ]
+                ),
+            },
+        )
+    yield from per_partition(context, outcomes)
 
 
 @dg.asset_check(
     asset="daily_customer_metrics",
     partitions_def=DAILY,
     blocking=True,
-    description="For every day of the window, the metrics' total spend and order count equal the "
-    "sum of order amounts and the number of orders in customer_orders.",
+    description="For every day, the metrics' total spend and order count equal the sum of order "
+    "amounts and the number of orders in customer_orders; blocks on a mismatch.",
 )
 def daily_customer_metrics_reconcile(
     context: dg.AssetCheckExecutionContext, config: Tolerance, warehouse: WarehouseResource
-) -> dg.AssetCheckResult:
+) -> CheckEvents:
     backend = warehouse.backend()
     days = window_days(context)
-    mismatches = {}
-    spend_total = orders_total = 0.0
+    outcomes = {}
     for (day, metrics), (_, joined) in zip(
         days_of(backend, DAILY_CUSTOMER_METRICS, days, ["total_spend", "order_count"]),
         days_of(backend, CUSTOMER_ORDERS, days, ["order_amount"]),
@@ -260,23 +155,17 @@ def daily_customer_metrics_reconcile(
         spend = float(pc.sum(metrics.column("total_spend")).as_py() or 0.0)
         count = int(pc.sum(metrics.column("order_count")).as_py() or 0)
         amount = float(pc.sum(joined.column("order_amount")).as_py() or 0.0)
-        spend_total += spend
-        orders_total += amount
-        if count != joined.num_rows or abs(spend - amount) > config.cents_per_row * max(metrics.num_rows, 1):
-            mismatches[day.isoformat()] = {
-                "total_spend": spend,
-                "order_amount": amount,
+        tolerance = config.cents_per_row * max(metrics.num_rows, 1)
+        outcomes[day.isoformat()] = Outcome(
+            passed=count == joined.num_rows and abs(spend - amount) <= tolerance,
+            metadata={
+                "total_spend": round(spend, 2),
+                "order_amount": round(amount, 2),
                 "order_count": count,
                 "orders": joined.num_rows,
-            }
-    return dg.AssetCheckResult(
-        passed=not mismatches,
-        metadata={
-            "mismatched_days": dg.MetadataValue.json(mismatches),
-            "total_spend": round(spend_total, 2),
-            "order_amount_total": round(orders_total, 2),
-        },
-    )
+            },
+        )
+    yield from per_partition(context, outcomes)
 
 
 @dg.asset_check(
@@ -302,19 +191,6 @@ def customers_one_current_version(warehouse: WarehouseResource) -> dg.AssetCheck
             "open_rows_not_current": open_not_current,
         },
     )
-
-
-@dg.asset_check(
-    asset="events",
-    partitions_def=EVENT_BATCHES,
-    blocking=True,
-    description="Rejected lines / all lines of the run's batches stay under `max_rate`; blocks "
-    "hourly_user_metrics when a batch is mostly garbage.",
-)
-def events_reject_rate(
-    context: dg.AssetCheckExecutionContext, config: RateThreshold, warehouse: WarehouseResource
-) -> dg.AssetCheckResult:
-    return _reject_rate(warehouse.backend(), EVENTS, EVENTS_REJECTS, context.partition_keys, config.max_rate)
 
 
 @dg.asset_check(
@@ -357,21 +233,30 @@ def transactions_watermark_monotonic(context: dg.AssetCheckExecutionContext) -> 
     )
 
 
-CHECKS = [
+CONTRACT_CHECKS = [
+    *(build_schema_check(c) for c in ALL_TABLES),
+    *(build_contract_rules_check(c) for c in ALL_TABLES),
     *(
-        build_unique_key_check(c)
-        for c in (RAW_CUSTOMERS, CUSTOMERS, ORDERS, CUSTOMER_ORDERS, DAILY_CUSTOMER_METRICS)
+        build_key_unique_check(c)
+        for c in (RAW_CUSTOMERS, CUSTOMERS, ORDERS, CUSTOMER_ORDERS, DAILY_CUSTOMER_METRICS, TRANSACTIONS)
     ),
-    *(build_not_null_check(c) for c in (RAW_CUSTOMERS, ORDERS, CUSTOMER_ORDERS, DAILY_CUSTOMER_METRICS)),
-    orders_reject_rate,
+    # An event id is unique across every batch, not only within one.
+    build_key_unique_check(EVENTS, whole_table=True),
+    build_key_unique_check(HOURLY_USER_METRICS),
+    # Blocking: customer_orders and the metrics would be built from a mostly rejected day.
+    build_reject_rate_check(ORDERS, ORDERS_REJECTS, blocking=True),
+    # Blocking: hourly_user_metrics would be built from a mostly garbage batch.
+    build_reject_rate_check(EVENTS, EVENTS_REJECTS, blocking=True),
+    *(build_row_count_anomaly_check(c) for c in (ORDERS, CUSTOMER_ORDERS, DAILY_CUSTOMER_METRICS)),
+]
+
+CHECKS = [
+    *CONTRACT_CHECKS,
     orders_nothing_lost,
-    orders_row_count_anomaly,
+    events_nothing_lost,
     customer_orders_orphans,
     daily_customer_metrics_reconcile,
     customers_one_current_version,
-    build_unique_key_check(EVENTS, whole_table=True),
-    build_unique_key_check(TRANSACTIONS),
-    events_reject_rate,
     transactions_reconcile_with_source,
     transactions_watermark_monotonic,
 ]

@@ -7,7 +7,7 @@ from datetime import date
 
 import pyarrow as pa
 
-from etl_assets.transforms.tables import TableContract
+from etl_assets.contracts import TableContract
 from etl_assets.warehouse.base import Warehouse
 
 

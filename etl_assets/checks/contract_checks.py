@@ -1,0 +1,252 @@
+"""Checks built from a table's contract: schema, rules, key, reject rate and row-count anomaly.
+
+Every check on a partitioned table reports one result per partition of the run.
+"""
+
+from collections import Counter
+from collections.abc import Iterator
+from datetime import date, timedelta
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from etl_assets.checks.partitioned import Outcome, per_partition, whole
+from etl_assets.checks.window_reads import duplicate_keys, read_columns
+from etl_assets.contracts import TableContract, conform
+from etl_assets.contracts.drift import schema_drift
+from etl_assets.contracts.validation import judge_rows, rule_catalog
+from etl_assets.partitions import DAILY, EVENT_BATCHES, window_days
+from etl_assets.resources import WarehouseResource
+from etl_assets.warehouse.base import PartitionValue, Warehouse
+
+SAMPLE_ROWS = 3
+CheckEvents = Iterator[dg.AssetCheckEvaluation | dg.Output]
+
+
+def partitions_def_of(contract: TableContract) -> dg.PartitionsDefinition | None:
+    """Daily tables are cut on a date column; batch tables on a batch id."""
+    if contract.partition_column is None:
+        return None
+    kind = contract.schema.field(contract.partition_column).type
+    return DAILY if pa.types.is_date(kind) else EVENT_BATCHES
+
+
+def run_partitions(
+    context: dg.AssetCheckExecutionContext, contract: TableContract
+) -> dict[str, PartitionValue]:
+    """The run's partitions of ``contract``'s table: key -> value of its partition column."""
+    if partitions_def_of(contract) is DAILY:
+        return {d.isoformat(): d for d in window_days(context)}
+    return {key: key for key in context.partition_keys}
+
+
+def _each_partition(context, backend, contract, partitions_def, outcome_of) -> CheckEvents:
+    """``outcome_of(backend, contract, partitions)`` for each partition of the run, or for the whole
+    table when the check is not partitioned."""
+    if partitions_def is None:
+        yield whole(outcome_of(backend, contract, None))
+        return
+    outcomes = {
+        key: outcome_of(backend, contract, [value])
+        for key, value in run_partitions(context, contract).items()
+    }
+    yield from per_partition(context, outcomes)
+
+
+def _jsonable(row: dict) -> dict:
+    return {k: (v.isoformat() if isinstance(v, date) else v) for k, v in row.items()}
+
+
+def contract_outcome(backend: Warehouse, contract: TableContract, partitions) -> Outcome:
+    """Judge the stored rows (of ``partitions``, or all) against every rule but the key's, which the
+    key check judges over whole partitions."""
+    counts: Counter[str] = Counter()
+    samples: dict[str, list] = {}
+    rows = 0
+    rejecting = {r.code for r in contract.rules if r.rejects}
+    for batch in backend.scan(contract, partitions, None):
+        table = conform(pa.Table.from_batches([batch]), contract, nulls_allowed=True)
+        rows += table.num_rows
+        verdicts = judge_rows(table, contract)
+        for codes in (verdicts.rejecting, verdicts.soft):
+            flat = pc.list_flatten(codes)
+            owners = pc.list_parent_indices(codes)
+            for code in pc.unique(flat).to_pylist():
+                if code == contract.key_rule_code:
+                    continue
+                hit = pc.equal(flat, code)
+                counts[code] += int(pc.sum(hit).as_py())
+                if len(samples.setdefault(code, [])) < SAMPLE_ROWS:
+                    take = owners.filter(hit).slice(0, SAMPLE_ROWS - len(samples[code]))
+                    samples[code] += [_jsonable(r) for r in table.take(take).to_pylist()]
+    broken = {c for c in counts if c in rejecting}
+    severity = dg.AssetCheckSeverity.ERROR if broken or not counts else dg.AssetCheckSeverity.WARN
+    return Outcome(
+        passed=not counts,
+        severity=severity,
+        metadata={
+            "rows_checked": rows,
+            "rule_failures": dg.MetadataValue.json(dict(sorted(counts.items()))),
+            "failing_row_samples": dg.MetadataValue.json(samples),
+            "rules_checked": len(contract.rules) - (1 if contract.key_rule_code else 0),
+        },
+    )
+
+
+def build_contract_rules_check(contract: TableContract) -> dg.AssetChecksDefinition:
+    partitions_def = partitions_def_of(contract)
+
+    @dg.asset_check(
+        asset=contract.name,
+        name=f"{contract.name}_contract_rules",
+        partitions_def=partitions_def,
+        description=f"Every stored row of {contract.name} keeps its contract's rules (types, nulls, "
+        "ranges, accepted values, patterns, cross-column rules); per rule the count of failing rows "
+        "and a sample. Fails with ERROR on a rejecting rule, with WARN on a soft one.",
+        metadata={"rules": dg.MetadataValue.json(rule_catalog(contract))},
+    )
+    def _check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> CheckEvents:
+        yield from _each_partition(context, warehouse.backend(), contract, partitions_def, contract_outcome)
+
+    return _check
+
+
+def build_schema_check(contract: TableContract) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=contract.name,
+        name=f"{contract.name}_schema_matches_contract",
+        description=f"The stored schema of {contract.name} has exactly the contract's columns and types.",
+    )
+    def _check(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+        found = warehouse.backend().table_schema(contract)
+        if found is None:
+            return dg.AssetCheckResult(passed=False, metadata={"problem": "the table does not exist"})
+        drift = schema_drift(found, contract.schema)
+        return dg.AssetCheckResult(
+            passed=not (drift.added or drift.missing or drift.retyped),
+            metadata={
+                "drift": dg.MetadataValue.json(drift.as_json()),
+                "problem": drift.describe() or "none",
+            },
+        )
+
+    return _check
+
+
+def _key_outcome(backend: Warehouse, contract: TableContract, partitions) -> Outcome:
+    keys = list(contract.keys)
+    dupes = duplicate_keys(read_columns(backend, contract, partitions, keys), keys)
+    return Outcome(
+        passed=dupes.num_rows == 0,
+        metadata={
+            "duplicate_keys": dupes.num_rows,
+            "sample": dg.MetadataValue.json([_jsonable(r) for r in dupes.slice(0, 5).to_pylist()]),
+        },
+    )
+
+
+def build_key_unique_check(contract: TableContract, whole_table: bool = False) -> dg.AssetChecksDefinition:
+    """Key uniqueness per partition of the run, or (``whole_table``) over the whole table."""
+    partitions_def = None if whole_table else partitions_def_of(contract)
+
+    @dg.asset_check(
+        asset=contract.name,
+        name=f"{contract.name}_key_unique",
+        partitions_def=partitions_def,
+        description=f"No two rows of {contract.name} share ({', '.join(contract.keys)})"
+        + (" across the whole table." if partitions_def is None else " within a partition."),
+    )
+    def _check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> CheckEvents:
+        yield from _each_partition(context, warehouse.backend(), contract, partitions_def, _key_outcome)
+
+    return _check
+
+
+class RejectRate(dg.Config):
+    # Unset: the threshold the table's contract sets.
+    max_rate: float | None = None
+
+
+def build_reject_rate_check(
+    loaded: TableContract, rejects: TableContract, blocking: bool
+) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=loaded.name,
+        name=f"{loaded.name}_reject_rate",
+        partitions_def=partitions_def_of(loaded),
+        blocking=blocking,
+        description=f"Per partition, rows in {rejects.name} / (rows loaded + rows rejected) stays under "
+        f"`max_rate` (default {loaded.max_reject_rate:.0%}, set by the contract)"
+        + ("; blocks downstream assets, which would be wrong." if blocking else "."),
+    )
+    def _check(
+        context: dg.AssetCheckExecutionContext, config: RejectRate, warehouse: WarehouseResource
+    ) -> CheckEvents:
+        backend = warehouse.backend()
+        max_rate = loaded.max_reject_rate if config.max_rate is None else config.max_rate
+        loaded_rows = backend.partition_row_counts(loaded)
+        rejected_rows = backend.partition_row_counts(rejects)
+        outcomes = {}
+        for key in run_partitions(context, loaded):
+            good, bad = loaded_rows.get(key, 0), rejected_rows.get(key, 0)
+            rate = bad / (good + bad) if good + bad else 0.0
+            outcomes[key] = Outcome(
+                passed=rate <= max_rate,
+                metadata={
+                    "rows_loaded": good,
+                    "rows_rejected": bad,
+                    "reject_rate": round(rate, 6),
+                    "max_rate": max_rate,
+                },
+            )
+        yield from per_partition(context, outcomes)
+
+    return _check
+
+
+class AnomalyThreshold(dg.Config):
+    trailing_days: int = 7
+    # Warn when a day's row count is further than this fraction from the trailing mean.
+    max_deviation: float = 0.5
+
+
+def build_row_count_anomaly_check(contract: TableContract) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=contract.name,
+        name=f"{contract.name}_row_count_anomaly",
+        partitions_def=DAILY,
+        description=f"Each day's row count of {contract.name} is within `max_deviation` of the mean of "
+        "the trailing days that hold rows; warns (does not block) on a large deviation.",
+    )
+    def _check(
+        context: dg.AssetCheckExecutionContext, config: AnomalyThreshold, warehouse: WarehouseResource
+    ) -> CheckEvents:
+        counts = warehouse.backend().partition_row_counts(contract)
+        outcomes = {}
+        for day in window_days(context):
+            trailing = [
+                counts[d.isoformat()]
+                for d in (day - timedelta(days=i) for i in range(config.trailing_days, 0, -1))
+                if counts.get(d.isoformat())
+            ]
+            rows = counts.get(day.isoformat(), 0)
+            metadata = {"rows": rows, "trailing_days_with_rows": len(trailing)}
+            if not trailing:
+                outcomes[day.isoformat()] = Outcome(True, {**metadata, "note": "no trailing days to compare"})
+                continue
+            mean = sum(trailing) / len(trailing)
+            deviation = abs(rows - mean) / mean
+            outcomes[day.isoformat()] = Outcome(
+                passed=deviation <= config.max_deviation,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={
+                    **metadata,
+                    "trailing_mean": round(mean, 1),
+                    "deviation": round(deviation, 4),
+                    "max_deviation": config.max_deviation,
+                },
+            )
+        yield from per_partition(context, outcomes)
+
+    return _check

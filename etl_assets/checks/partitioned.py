@@ -1,0 +1,61 @@
+"""Check results per partition: a check over a multi-day run reports one result for each day.
+
+``AssetCheckResult`` in Dagster 1.13 takes no partition, so a partitioned check yields one
+``AssetCheckEvaluation`` per partition key (each tied to that partition's latest materialization)
+and then the check's output, which is what ``AssetCheckResult`` does for a single partition.
+"""
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+import dagster as dg
+
+# Not exported at the top level; the evaluation needs it to tie a result to the materialization.
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData,
+)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    passed: bool
+    metadata: Mapping[str, object] = field(default_factory=dict)
+    severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR
+
+
+def _target(
+    instance: dg.DagsterInstance, asset_key: dg.AssetKey, partition: str
+) -> AssetCheckEvaluationTargetMaterializationData | None:
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition]), limit=1
+    ).records
+    if not records:
+        return None
+    record = records[0]
+    return AssetCheckEvaluationTargetMaterializationData(
+        run_id=record.event_log_entry.run_id, storage_id=record.storage_id, timestamp=record.timestamp
+    )
+
+
+def per_partition(
+    context: dg.AssetCheckExecutionContext, outcomes: Mapping[str, Outcome]
+) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
+    """One evaluation per partition key of the run, then the check's output."""
+    spec = context.check_specs[0]
+    for partition, outcome in outcomes.items():
+        yield dg.AssetCheckEvaluation(
+            asset_key=spec.asset_key,
+            check_name=spec.name,
+            passed=outcome.passed,
+            metadata=dict(outcome.metadata),
+            severity=outcome.severity,
+            blocking=spec.blocking,
+            partition=partition,
+            target_materialization_data=_target(context.instance, spec.asset_key, partition),
+        )
+    yield dg.Output(None)
+
+
+def whole(outcome: Outcome) -> dg.AssetCheckResult:
+    """The result of a check over a table that is not partitioned."""
+    return dg.AssetCheckResult(passed=outcome.passed, metadata=outcome.metadata, severity=outcome.severity)

@@ -1,0 +1,172 @@
+"""Data quality end to end: blocking checks, checks of stored rows, schema drift, refused writes."""
+
+import shutil
+import sqlite3
+from datetime import date
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+import ray
+from deltalake import DeltaTable, write_deltalake
+
+from etl_assets import definitions
+from etl_assets.checks.rules import CHECKS
+from etl_assets.contracts import ORDERS, conform
+from etl_assets.contracts.validation import ContractViolation
+from etl_assets.warehouse.delta import DeltaWarehouse
+from etl_assets_tests.conftest import DAILY_ASSETS, checks_on, day, read_table, resources, run_window
+
+
+def check_named(name: str):
+    return next(c for c in CHECKS if name in {k.name for k in c.check_keys})
+
+
+def run_check_alone(sample, warehouse, check_name: str, asset, partition_key: str | None):
+    """Execute one check's op only, as the UI's "Execute check" does."""
+    check = check_named(check_name)
+    defs = dg.Definitions(assets=[asset], asset_checks=[check], resources=resources(sample, warehouse))
+    result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        partition_key=partition_key,
+        instance=dg.DagsterInstance.ephemeral(),
+        op_selection=[f"{check.check_key.asset_key.path[-1]}_{check_name}"],
+        raise_on_error=False,
+    )
+    return result.get_asset_check_evaluations()
+
+
+def test_a_blocking_reject_rate_failure_stops_downstream_assets_in_the_same_run(sample_dir, tmp_path):
+    # Any rejected row breaks a zero threshold, so the check fails on both days of the run.
+    result = dg.materialize(
+        DAILY_ASSETS + checks_on(DAILY_ASSETS),
+        resources=resources(sample_dir, tmp_path / "w"),
+        tags={
+            "dagster/asset_partition_range_start": day(0).isoformat(),
+            "dagster/asset_partition_range_end": day(1).isoformat(),
+        },
+        run_config={"ops": {"orders_orders_reject_rate": {"config": {"max_rate": 0.0}}}},
+        raise_on_error=False,
+    )
+    assert not result.success
+    rate = {
+        e.partition: e for e in result.get_asset_check_evaluations() if e.check_name == "orders_reject_rate"
+    }
+    assert set(rate) == {day(0).isoformat(), day(1).isoformat()}
+    assert not any(e.passed for e in rate.values())
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert "orders" in materialized
+    assert not materialized & {"customer_orders", "daily_customer_metrics"}
+    assert not (tmp_path / "w" / "customer_orders").exists()
+
+
+def _corrupt(path: str, amount_rows: int, fax_rows: int) -> None:
+    """Rewrite a Delta table behind the platform's back."""
+    table = DeltaTable(path).to_pyarrow_table()
+    amounts = table.column("order_amount").to_numpy().copy()
+    amounts[:amount_rows] = -amounts[:amount_rows]
+    channels = table.column("channel").to_pylist()
+    channels[:fax_rows] = ["fax"] * fax_rows
+    table = table.set_column(table.schema.get_field_index("order_amount"), "order_amount", pa.array(amounts))
+    table = table.set_column(table.schema.get_field_index("channel"), "channel", pa.array(channels))
+    write_deltalake(path, table, mode="overwrite", partition_by=["order_date"])
+
+
+def test_contract_check_counts_and_samples_rows_broken_after_the_load(sample_dir, tmp_path):
+    warehouse = tmp_path / "w"
+    assert run_window(sample_dir, warehouse, day(0), day(0), assets=[definitions.orders_and_rejects]).success
+    path = str(warehouse / "orders")
+    key = day(0).isoformat()
+
+    _corrupt(path, amount_rows=0, fax_rows=2)  # soft rule only: a warning
+    [soft] = run_check_alone(
+        sample_dir, warehouse, "orders_contract_rules", definitions.orders_and_rejects, key
+    )
+    assert (soft.passed, soft.severity, soft.partition) == (False, dg.AssetCheckSeverity.WARN, key)
+    assert soft.metadata["rule_failures"].value == {"channel.isin": 2}
+
+    _corrupt(path, amount_rows=3, fax_rows=2)  # a rejecting rule: an error, with a sample
+    [hard] = run_check_alone(
+        sample_dir, warehouse, "orders_contract_rules", definitions.orders_and_rejects, key
+    )
+    assert (hard.passed, hard.severity) == (False, dg.AssetCheckSeverity.ERROR)
+    assert hard.metadata["rule_failures"].value == {"order_amount.greater_than": 3, "channel.isin": 2}
+    sample = hard.metadata["failing_row_samples"].value["order_amount.greater_than"]
+    assert len(sample) == 3 and all(row["order_amount"] < 0 for row in sample)
+    assert hard.metadata["rows_checked"].value == len(read_table(warehouse, "orders"))
+
+
+def test_schema_check_names_a_column_added_to_the_stored_table(sample_dir, tmp_path):
+    warehouse = tmp_path / "w"
+    assert run_window(sample_dir, warehouse, day(0), day(0), assets=[definitions.orders_and_rejects]).success
+    [ok] = run_check_alone(
+        sample_dir, warehouse, "orders_schema_matches_contract", definitions.orders_and_rejects, None
+    )
+    assert ok.passed
+    path = str(warehouse / "orders")
+    table = DeltaTable(path).to_pyarrow_table()
+    table = table.append_column("coupon", pa.array(["x"] * table.num_rows))
+    write_deltalake(path, table, mode="overwrite", schema_mode="overwrite", partition_by=["order_date"])
+    [drifted] = run_check_alone(
+        sample_dir, warehouse, "orders_schema_matches_contract", definitions.orders_and_rejects, None
+    )
+    assert not drifted.passed
+    assert drifted.metadata["problem"].value == "column coupon (string) is not in the contract"
+
+
+def test_the_writer_refuses_rows_that_break_the_contract_and_leaves_the_table(tmp_path):
+    wh = DeltaWarehouse(str(tmp_path))
+    rows = {
+        "order_id": [1, 2],
+        "customer_id": [10, 11],
+        "order_ts": pa.array([1704189600000000] * 2, pa.timestamp("us", tz="UTC")),
+        "order_amount": [5.0, 6.0],
+        "quantity": pa.array([1, 1], pa.int32()),
+        "channel": ["web", "web"],
+        "order_date": pa.array([date(2024, 1, 2)] * 2, pa.date32()),
+    }
+    good = conform(pa.table(rows), ORDERS)
+    wh.replace_window(ray.data.from_arrow(good), [ORDERS], [date(2024, 1, 2)])
+    version = DeltaTable(str(tmp_path / "orders")).version()
+    bad = good.set_column(3, "order_amount", pa.array([5.0, -6.0]))
+    with pytest.raises(
+        ContractViolation, match=r"orders: rows break the contract: order_amount\.greater_than"
+    ):
+        wh.replace_window(ray.data.from_arrow(bad), [ORDERS], [date(2024, 1, 2)])
+    table = DeltaTable(str(tmp_path / "orders"))
+    assert table.version() == version
+    assert pc.sum(table.to_pyarrow_table().column("order_amount")).as_py() == 11.0
+
+
+def test_a_column_added_to_the_crm_is_ignored_with_a_warning(sample_dir, tmp_path):
+    sample = tmp_path / "sample"
+    shutil.copytree(sample_dir / "sources", sample / "sources")
+    with sqlite3.connect(sample / "sources" / "crm.db") as crm:
+        crm.execute("ALTER TABLE customers ADD COLUMN loyalty_tier TEXT")
+    result = run_window(sample, tmp_path / "w", day(0), day(0), assets=[definitions.raw_customers])
+    assert result.success
+    metadata = result.asset_materializations_for_node("raw_customers")[0].metadata
+    assert metadata["source_columns_ignored"].value == ["loyalty_tier"]
+    assert "loyalty_tier" not in read_table(tmp_path / "w", "raw_customers").columns
+
+
+def test_a_corrupted_upstream_table_does_not_propagate_downstream(sample_dir, tmp_path):
+    warehouse = tmp_path / "w"
+    upstream = [definitions.raw_customers, definitions.customers, definitions.orders_and_rejects]
+    assert run_window(sample_dir, warehouse, day(0), day(0), assets=upstream, with_checks=False).success
+    _corrupt(str(warehouse / "orders"), amount_rows=3, fax_rows=0)
+    result = run_window(
+        sample_dir,
+        warehouse,
+        day(0),
+        day(0),
+        assets=[definitions.customer_orders],
+        with_checks=False,
+        raise_on_error=False,
+    )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    message = failure.event_specific_data.error.to_string()
+    assert "customer_orders: rows break the contract: order_amount.greater_than (3 rows)" in message
+    assert sum(e.event_type_value == "STEP_UP_FOR_RETRY" for e in result.all_events) == 0
+    assert not DeltaTable.is_deltatable(str(warehouse / "customer_orders"))
