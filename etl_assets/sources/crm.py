@@ -68,8 +68,11 @@ class CrmDatabase:
             return None
         return Path(self.connection_factory().args[0])
 
-    def check_table(self, table: str, columns: Sequence[str]) -> None:
-        """Fail with the URL and table named when the database or a column cannot be reached."""
+    def check_table(self, table: str, columns: Sequence[str]) -> list[str]:
+        """Fail with the URL and table named when the database or a column cannot be reached.
+
+        Returns the table's columns the contract does not know: they are not read (schema drift
+        that adds a column is a warning, not a failure)."""
         path = self.sqlite_path()
         if path is not None and not path.exists():
             raise SourceError(f"CRM database {redact(self.url)}: file {path} does not exist")
@@ -90,6 +93,7 @@ class CrmDatabase:
             raise SourceError(
                 f"CRM database {redact(self.url)}: table {table} lacks column(s) {', '.join(missing)}"
             )
+        return sorted(present - set(columns))
 
     def timestamp_param(self, value: datetime) -> Any:
         # SQLite keeps timestamps as fixed-width ISO text, which compares correctly as text.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from functools import partial
 from pathlib import Path
@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray.data
 
+from etl_assets.contracts.drift import schema_drift
 from etl_assets.sample_data import ORDERS_SCHEMA
 from etl_assets.sources.crm import SourceError
 
@@ -26,6 +27,8 @@ class LakeDay:
     day: date
     files: tuple[str, ...]
     rows: int
+    # Columns the files hold that the contract does not know: ignored, name -> type.
+    ignored_columns: dict[str, str] = field(default_factory=dict)
 
 
 def day_folder(lake_dir: Path, day: date) -> Path:
@@ -36,7 +39,8 @@ def inspect_days(lake_dir: Path, days: Sequence[date]) -> list[LakeDay]:
     """Check every day's folder and file footers before any data is read.
 
     Fails naming the path for a missing folder, an unreadable file, or a column that is missing or
-    has another type; a column the contract does not know is logged and ignored.
+    has another type (both types named); a column the contract does not know is ignored, and
+    reported in ``LakeDay.ignored_columns`` for the asset to warn about.
     """
     found = []
     for day in days:
@@ -45,25 +49,21 @@ def inspect_days(lake_dir: Path, days: Sequence[date]) -> list[LakeDay]:
         if not files:
             raise SourceError(f"orders lake partition {folder} is missing or holds no Parquet files")
         rows = 0
+        ignored: dict[str, str] = {}
         for path in files:
             try:
                 meta = pq.read_metadata(path)
                 schema = pq.read_schema(path)
             except Exception as exc:
                 raise SourceError(f"orders lake file {path} is unreadable: {exc}") from exc
-            for field in LAKE_SCHEMA:
-                if field.name not in schema.names:
-                    raise SourceError(f"orders lake file {path}: column {field.name} is missing")
-                have = schema.field(field.name).type
-                if have != field.type:
-                    raise SourceError(
-                        f"orders lake file {path}: column {field.name} is {have}, expected {field.type}"
-                    )
-            extra = sorted(set(schema.names) - set(LAKE_SCHEMA.names))
-            if extra:
-                log.warning("orders lake file %s: ignoring unexpected column(s) %s", path, ", ".join(extra))
+            drift = schema_drift(schema, LAKE_SCHEMA)
+            if drift.breaking:
+                raise SourceError(f"orders lake file {path}: {drift.describe()}")
+            if drift.added:
+                log.warning("orders lake file %s: ignoring %s", path, drift.describe())
+                ignored.update({name: str(type_) for name, type_ in drift.added})
             rows += meta.num_rows
-        found.append(LakeDay(day, tuple(str(f) for f in files), rows))
+        found.append(LakeDay(day, tuple(str(f) for f in files), rows, ignored))
     return found
 
 
