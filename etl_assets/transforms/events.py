@@ -188,8 +188,10 @@ def split_events(block: pa.Table, run_id: str) -> dict[str, pa.Table]:
         **rule_hits(
             block.column(FAILED).filter(rejected), block.column("batch_id").filter(rejected), "batch_id"
         ),
-        DUPLICATE_IN_LOAD: dupes.filter(pc.equal(dupes.column(REASON), DUPLICATE_IN_LOAD)).select([]),
-        ALREADY_LOADED: dupes.filter(pc.equal(dupes.column(REASON), ALREADY_LOADED)).select([]),
+        DUPLICATE_IN_LOAD: dupes.filter(pc.equal(dupes.column(REASON), DUPLICATE_IN_LOAD)).select(
+            ["batch_id"]
+        ),
+        ALREADY_LOADED: dupes.filter(pc.equal(dupes.column(REASON), ALREADY_LOADED)).select(["batch_id"]),
     }
 
 
