@@ -170,3 +170,24 @@ def test_a_corrupted_upstream_table_does_not_propagate_downstream(sample_dir, tm
     assert "customer_orders: rows break the contract: order_amount.greater_than (3 rows)" in message
     assert sum(e.event_type_value == "STEP_UP_FOR_RETRY" for e in result.all_events) == 0
     assert not DeltaTable.is_deltatable(str(warehouse / "customer_orders"))
+
+
+def test_a_crm_row_breaking_the_contract_fails_the_run_naming_table_and_column(sample_dir, tmp_path):
+    sample = tmp_path / "sample"
+    shutil.copytree(sample_dir / "sources", sample / "sources")
+    with sqlite3.connect(sample / "sources" / "crm.db") as crm:
+        crm.execute(
+            "UPDATE customers SET customer_id = NULL WHERE rowid = "
+            "(SELECT min(rowid) FROM customers WHERE date(updated_at) = ?)",
+            (day(0).isoformat(),),
+        )
+    result = run_window(
+        sample, tmp_path / "w", day(0), day(0), assets=[definitions.raw_customers], raise_on_error=False
+    )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "raw_customers.customer_id: 1 null value(s) in a non-null column" in (
+        failure.event_specific_data.error.to_string()
+    )
+    # A contract violation does not go away by waiting: no retries.
+    assert sum(e.event_type_value == "STEP_UP_FOR_RETRY" for e in result.all_events) == 0

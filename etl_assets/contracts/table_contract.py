@@ -17,6 +17,15 @@ import pyarrow as pa
 
 UTC_TS = pa.timestamp("us", tz="UTC")
 
+
+class ContractViolation(ValueError):
+    """Rows a table's contract forbids reached its writer: the table is left as it was."""
+
+
+class SchemaMismatch(ValueError):
+    """Data does not have the contract's columns or types (not a row-level problem)."""
+
+
 # Codes of the rules pandera applies to every column and key, named after what they ask for.
 NOT_NULL = "not_null"
 UNIQUE = "unique"
@@ -218,18 +227,18 @@ def conform(table: pa.Table, contract: TableContract, *, nulls_allowed: bool = F
     """
     missing = [c for c in contract.column_names if c not in table.column_names]
     if missing:
-        raise ValueError(f"{contract.name}: missing column(s) {', '.join(missing)}")
+        raise SchemaMismatch(f"{contract.name}: missing column(s) {', '.join(missing)}")
     arrays = []
     for fld in contract.schema:
         column = table.column(fld.name)
         try:
             arrays.append(column.cast(fld.type) if column.type != fld.type else column)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            raise ValueError(
+            raise SchemaMismatch(
                 f"{contract.name}.{fld.name}: cannot cast {column.type} to {fld.type}: {exc}"
             ) from exc
         if not fld.nullable and not nulls_allowed and arrays[-1].null_count:
-            raise ValueError(
+            raise ContractViolation(
                 f"{contract.name}.{fld.name}: {arrays[-1].null_count} null value(s) in a non-null column"
             )
     schema = contract.schema

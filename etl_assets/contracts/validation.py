@@ -15,17 +15,17 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from etl_assets.contracts.table_contract import NOT_NULL, UNIQUE, Rule, TableContract, conform
+from etl_assets.contracts.table_contract import (
+    NOT_NULL,
+    UNIQUE,
+    ContractViolation,
+    Rule,
+    SchemaMismatch,
+    TableContract,
+    conform,
+)
 
 CODES = pa.list_(pa.string())
-
-
-class ContractViolation(ValueError):
-    """Rows a table's contract forbids reached its writer: the table is left as it was."""
-
-
-class SchemaMismatch(ValueError):
-    """A batch does not have the contract's columns or types (not a row-level problem)."""
 
 
 @dataclass(frozen=True)
