@@ -61,17 +61,21 @@ def connect(sample: Path) -> duckdb.DuckDBPyConnection:
     )
     con.execute(
         """
-        CREATE VIEW delivered AS SELECT DISTINCT * FROM lake;
+        CREATE VIEW delivered AS
+        SELECT *, count(order_id) OVER (PARTITION BY folder_day, order_id) AS copies_of_id
+        FROM (SELECT DISTINCT * FROM lake);
+        CREATE VIEW valid_delivered AS
+        SELECT * FROM delivered
+        WHERE order_id IS NOT NULL AND customer_id IS NOT NULL AND order_ts IS NOT NULL
+          AND coalesce(order_amount > 0, false) AND coalesce(CAST(order_ts AS DATE) = folder_day, false)
+          AND copies_of_id = 1;
         CREATE VIEW orders AS
         SELECT order_id, customer_id, order_ts, order_amount, quantity, channel,
                folder_day AS order_date
-        FROM delivered
-        WHERE order_id IS NOT NULL AND customer_id IS NOT NULL AND order_ts IS NOT NULL
-          AND order_amount > 0 AND CAST(order_ts AS DATE) = folder_day;
+        FROM valid_delivered;
         CREATE VIEW orders_rejects AS
-        SELECT * FROM delivered
-        WHERE NOT (order_id IS NOT NULL AND customer_id IS NOT NULL AND order_ts IS NOT NULL
-          AND coalesce(order_amount > 0, false) AND coalesce(CAST(order_ts AS DATE) = folder_day, false));
+        SELECT * EXCLUDE (copies_of_id) FROM delivered
+        EXCEPT SELECT * EXCLUDE (copies_of_id) FROM valid_delivered;
         """
     )
     con.execute(

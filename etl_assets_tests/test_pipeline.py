@@ -357,3 +357,35 @@ def test_row_count_anomaly_warns_on_a_day_far_from_the_trailing_mean(sample_dir,
     assert evaluations[day(3).isoformat()].metadata["trailing_days_with_rows"].value == 3
     # The first day has nothing to compare with and passes.
     assert evaluations[day(0).isoformat()].passed
+
+
+def test_conflicting_copies_of_an_order_id_are_both_rejected_as_duckdb_says(sample_dir, tmp_path):
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from etl_assets import definitions
+
+    sample = tmp_path / "sample"
+    shutil.copytree(sample_dir / "sources", sample / "sources")
+    folder = sample / "sources" / "lake" / "orders" / f"date={day(1).isoformat()}"
+    delivered = pq.read_table(folder / "part-00000.parquet")
+    valid = delivered.filter(
+        pc.and_(pc.is_valid(delivered.column("order_id")), pc.greater(delivered.column("order_amount"), 0))
+    )
+    # Two valid orders delivered again with another amount: the same ids, conflicting content.
+    conflicting = valid.slice(0, 2)
+    conflicting = conflicting.set_column(3, "order_amount", pc.add(conflicting.column("order_amount"), 1.0))
+    pq.write_table(conflicting, folder / "late-correction.parquet")
+    assert run_window(sample, tmp_path / "w", day(1), day(1), assets=[definitions.orders_and_rejects]).success
+    duck = expected.connect(sample)
+    of_day = f"DATE '{day(1).isoformat()}'"
+    wanted_orders = expected.table(duck, "orders", f"order_date = {of_day}")
+    wanted_rejects = expected.table(duck, "orders_rejects", f"folder_day = {of_day}").rename(
+        columns={"folder_day": "order_date"}
+    )
+    columns = ORDERS.column_names
+    assert_same_table(read_table(tmp_path / "w", "orders"), wanted_orders, ["order_id"], columns)
+    assert_same_table(read_table(tmp_path / "w", "orders_rejects"), wanted_rejects, columns, columns)
+    rejects = read_table(tmp_path / "w", "orders_rejects")
+    unique = rejects[rejects["reject_reason"] == "order_id.unique"]
+    assert sorted(unique["order_id"]) == sorted(conflicting.column("order_id").to_pylist() * 2)
