@@ -191,3 +191,28 @@ def test_a_crm_row_breaking_the_contract_fails_the_run_naming_table_and_column(s
     )
     # A contract violation does not go away by waiting: no retries.
     assert sum(e.event_type_value == "STEP_UP_FOR_RETRY" for e in result.all_events) == 0
+
+
+def test_a_merge_refuses_rows_that_break_the_contract_with_its_own_error(tmp_path):
+    from etl_assets.contracts import HOURLY_USER_METRICS
+
+    wh = DeltaWarehouse(str(tmp_path))
+    hour = pa.array([1704189600000000], pa.timestamp("us", tz="UTC"))
+    good = pa.table(
+        {
+            "event_hour": hour,
+            "user_id": [1],
+            "event_count": [2],
+            "total_session_duration": [4.0],
+            "avg_session_duration": [2.0],
+        }
+    )
+    wh.merge(ray.data.from_arrow(good), HOURLY_USER_METRICS)
+    bad = good.set_column(2, "event_count", pa.array([0]))
+    with pytest.raises(
+        ContractViolation, match=r"hourly_user_metrics: .*event_count\.greater_than_or_equal_to"
+    ):
+        wh.merge(ray.data.from_arrow(bad), HOURLY_USER_METRICS)
+    assert DeltaTable(str(tmp_path / "hourly_user_metrics")).to_pyarrow_table().column(
+        "event_count"
+    ).to_pylist() == [2]

@@ -162,7 +162,7 @@ def hourly_user_metrics(
         return dg.MaterializeResult(
             metadata={"hours_touched": 0, "dagster/row_count": backend.row_count(HOURLY_USER_METRICS)}
         )
-    with timed() as timer:
+    with source_failures(), timed() as timer:
         events = backend.read(EVENTS, columns=["event_hour", "user_id", "session_duration"])
         in_hours = events.map_batches(
             partial(_in_hours, hours=pa.array(hours, EVENTS.schema.field("event_hour").type)),

@@ -6,12 +6,13 @@ Every check on a partitioned table reports one result per partition of the run.
 from collections import Counter
 from collections.abc import Iterator
 from datetime import date, timedelta
+from decimal import Decimal
 
 import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from etl_assets.checks.partitioned import Outcome, per_partition, whole
+from etl_assets.checks.partitioned import Outcome, latest_metadata, per_partition, whole
 from etl_assets.checks.window_reads import duplicate_keys, read_columns
 from etl_assets.contracts import TableContract, conform
 from etl_assets.contracts.drift import schema_drift
@@ -55,7 +56,18 @@ def _each_partition(context, backend, contract, partitions_def, outcome_of) -> C
 
 
 def _jsonable(row: dict) -> dict:
-    return {k: (v.isoformat() if isinstance(v, date) else v) for k, v in row.items()}
+    """A row as JSON metadata takes it: dates and times as ISO text, decimals as text."""
+
+    def plain(value):
+        if isinstance(value, date):
+            return value.isoformat()
+        if isinstance(value, Decimal):
+            return str(value)
+        if isinstance(value, list | tuple):
+            return [plain(v) for v in value]
+        return value
+
+    return {k: plain(v) for k, v in row.items()}
 
 
 def contract_outcome(backend: Warehouse, contract: TableContract, partitions) -> Outcome:
@@ -169,14 +181,19 @@ class RejectRate(dg.Config):
 
 
 def build_reject_rate_check(
-    loaded: TableContract, rejects: TableContract, blocking: bool
+    loaded: TableContract, rejects: TableContract, duplicates_key: str, blocking: bool
 ) -> dg.AssetChecksDefinition:
+    """Rows rejected / rows in, per partition. Rows in count the duplicates the load collapsed
+    (read from the materialization's ``duplicates_key`` metadata), so a batch of mostly
+    re-delivered events is not taken for a mostly rejected one."""
+
     @dg.asset_check(
         asset=loaded.name,
         name=f"{loaded.name}_reject_rate",
         partitions_def=partitions_def_of(loaded),
         blocking=blocking,
-        description=f"Per partition, rows in {rejects.name} / (rows loaded + rows rejected) stays under "
+        description=f"Per partition, rows in {rejects.name} / rows in (loaded + rejected + duplicates "
+        "collapsed) stays under "
         f"`max_rate` (default {loaded.max_reject_rate:.0%}, set by the contract)"
         + ("; blocks downstream assets, which would be wrong." if blocking else "."),
     )
@@ -190,12 +207,15 @@ def build_reject_rate_check(
         outcomes = {}
         for key in run_partitions(context, loaded):
             good, bad = loaded_rows.get(key, 0), rejected_rows.get(key, 0)
-            rate = bad / (good + bad) if good + bad else 0.0
+            duplicates = latest_metadata(context.instance, loaded.name, key, duplicates_key).get(key, 0)
+            rows_in = good + bad + duplicates
+            rate = bad / rows_in if rows_in else 0.0
             outcomes[key] = Outcome(
                 passed=rate <= max_rate,
                 metadata={
                     "rows_loaded": good,
                     "rows_rejected": bad,
+                    "duplicates_collapsed": duplicates,
                     "reject_rate": round(rate, 6),
                     "max_rate": max_rate,
                 },

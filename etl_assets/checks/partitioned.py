@@ -59,3 +59,12 @@ def per_partition(
 def whole(outcome: Outcome) -> dg.AssetCheckResult:
     """The result of a check over a table that is not partitioned."""
     return dg.AssetCheckResult(passed=outcome.passed, metadata=outcome.metadata, severity=outcome.severity)
+
+
+def latest_metadata(instance: dg.DagsterInstance, asset: str, partition: str, key: str) -> dict:
+    """A JSON metadata entry of the latest materialization of one partition ({} when absent)."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1
+    ).records
+    entry = records[0].asset_materialization.metadata.get(key) if records else None
+    return entry.value if entry is not None else {}

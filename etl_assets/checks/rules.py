@@ -12,7 +12,7 @@ from etl_assets.checks.contract_checks import (
     build_row_count_anomaly_check,
     build_schema_check,
 )
-from etl_assets.checks.partitioned import Outcome, per_partition
+from etl_assets.checks.partitioned import Outcome, latest_metadata, per_partition
 from etl_assets.checks.window_reads import days_of, duplicate_keys, read_columns
 from etl_assets.contracts import (
     ALL_TABLES,
@@ -45,15 +45,6 @@ class Tolerance(dg.Config):
     cents_per_row: float = 0.005
 
 
-def _latest_metadata(instance: dg.DagsterInstance, asset: str, partition: str, key: str) -> dict:
-    """A JSON metadata entry of the latest materialization of one partition ({} when absent)."""
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1
-    ).records
-    entry = records[0].asset_materialization.metadata.get(key) if records else None
-    return entry.value if entry is not None else {}
-
-
 def _balance(rows_in: int, loaded: int, rejected: int, duplicates: int) -> Outcome:
     """Rows in = loaded + rejected + duplicates collapsed, with the four counts as metadata."""
     counts = {"rows_in": rows_in, "loaded": loaded, "rejected": rejected, "duplicates": duplicates}
@@ -75,7 +66,7 @@ def orders_nothing_lost(
     outcomes = {}
     for lake_day in inspect_days(sources.orders_lake_dir, window_days(context)):
         day = lake_day.day.isoformat()
-        duplicates = _latest_metadata(context.instance, "orders", day, DUPLICATES_PER_DAY).get(day, 0)
+        duplicates = latest_metadata(context.instance, "orders", day, DUPLICATES_PER_DAY).get(day, 0)
         outcomes[day] = _balance(lake_day.rows, loaded.get(day, 0), rejected.get(day, 0), duplicates)
     yield from per_partition(context, outcomes)
 
@@ -95,7 +86,7 @@ def events_nothing_lost(
     outcomes = {}
     for batch_id in context.partition_keys:
         lines = sum(count_lines(f.path) for f in batch_files(sources.events_landing_dir, [batch_id]))
-        duplicates = _latest_metadata(context.instance, "events", batch_id, DUPLICATES_PER_BATCH).get(
+        duplicates = latest_metadata(context.instance, "events", batch_id, DUPLICATES_PER_BATCH).get(
             batch_id, 0
         )
         outcomes[batch_id] = _balance(lines, loaded.get(batch_id, 0), rejected.get(batch_id, 0), duplicates)
@@ -244,9 +235,9 @@ CONTRACT_CHECKS = [
     build_key_unique_check(EVENTS, whole_table=True),
     build_key_unique_check(HOURLY_USER_METRICS),
     # Blocking: customer_orders and the metrics would be built from a mostly rejected day.
-    build_reject_rate_check(ORDERS, ORDERS_REJECTS, blocking=True),
+    build_reject_rate_check(ORDERS, ORDERS_REJECTS, DUPLICATES_PER_DAY, blocking=True),
     # Blocking: hourly_user_metrics would be built from a mostly garbage batch.
-    build_reject_rate_check(EVENTS, EVENTS_REJECTS, blocking=True),
+    build_reject_rate_check(EVENTS, EVENTS_REJECTS, DUPLICATES_PER_BATCH, blocking=True),
     *(build_row_count_anomaly_check(c) for c in (ORDERS, CUSTOMER_ORDERS, DAILY_CUSTOMER_METRICS)),
 ]
 

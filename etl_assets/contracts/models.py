@@ -166,11 +166,12 @@ class DailyCustomerMetrics(pap.DataFrameModel):
     customer_segment: pl.String = pap.Field(
         nullable=True, description="segment at order time; null for orphan orders"
     )
+    # >= 0, not > 0: an order of less than half a cent is valid and its total rounds to 0.00.
     total_spend: pl.Float64 = pap.Field(
-        nullable=False, gt=0, description="sum(order_amount), exact to the cent"
+        nullable=False, ge=0, description="sum(order_amount), exact to the cent"
     )
     order_count: pl.Int64 = pap.Field(nullable=False, ge=1, description="count(order_id)")
-    avg_order_value: pl.Float64 = pap.Field(nullable=False, gt=0, description="total_spend / order_count")
+    avg_order_value: pl.Float64 = pap.Field(nullable=False, ge=0, description="total_spend / order_count")
 
     class Config:
         name = "daily_customer_metrics"

@@ -149,16 +149,34 @@ def _codes_per_row(failed: pl.DataFrame, n: int) -> pa.ListArray:
 
 def enforce(table: pa.Table, contract: TableContract) -> pa.Table:
     """Cast to the contract and refuse rows that break a rejecting rule, naming the rule, the count
-    and an example; soft rules pass. The writer calls this on every block it writes."""
+    and an example; soft rules pass. The writer calls this on every block it writes.
+
+    The key is not judged here: a block is not a partition, so duplicates in it mean nothing
+    either way. The loads judge keys where a batch is a whole unit (a lake day, a customer's
+    versions) and the key checks judge them over whole partitions."""
     table = conform(table, contract, nulls_allowed=True)
-    verdicts = judge_rows(table, contract)
-    rejected = verdicts.rejected
+    codes = judge_rows(table, contract).rejecting
+    if contract.key_rule_code:
+        codes = _without(codes, contract.key_rule_code)
+    rejected = pc.greater(pc.list_value_length(codes), 0)
     if pc.any(rejected).as_py():
-        counts = rule_counts(verdicts.rejecting)
+        counts = rule_counts(codes)
         example = table.filter(rejected).slice(0, 1).to_pylist()[0]
         broken = ", ".join(f"{code} ({count} rows)" for code, count in counts.items())
         raise ContractViolation(f"{contract.name}: rows break the contract: {broken}; e.g. {example}")
     return conform(table, contract)
+
+
+def _without(codes: pa.ListArray, code: str) -> pa.ListArray:
+    """``codes`` with one code removed from every row's list."""
+    flat = pc.list_flatten(codes)
+    keep = pc.not_equal(flat, code)
+    owners = pc.list_parent_indices(codes).filter(keep)
+    counts = (
+        np.bincount(owners.to_numpy(), minlength=len(codes)) if len(owners) else np.zeros(len(codes), int)
+    )
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), flat.filter(keep))
 
 
 def rule_counts(codes: pa.ListArray) -> dict[str, int]:

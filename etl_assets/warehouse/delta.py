@@ -29,7 +29,7 @@ from ray.data.datasource import Partitioning
 
 from etl_assets.contracts import TableContract
 from etl_assets.contracts.drift import schema_drift
-from etl_assets.contracts.validation import enforce
+from etl_assets.contracts.validation import ContractViolation, SchemaMismatch, enforce
 from etl_assets.warehouse.base import (
     PartitionValue,
     ReplaceResult,
@@ -173,7 +173,10 @@ class DeltaWarehouse(Warehouse):
     def _check_schema(self, delta: DeltaTable, table: TableContract) -> None:
         drift = schema_drift(pa.schema(delta.schema().to_arrow()), table.schema)
         if drift.breaking:
-            raise ValueError(f"{self.location(table)} does not match its contract: {drift.describe()}")
+            raise SchemaMismatch(
+                f"{self.location(table)} does not match its contract: {drift.describe()}"
+                " (a table written before its contract changed: rebuild it, see the README)"
+            )
 
     def table_schema(self, table: TableContract) -> pa.Schema | None:
         return pa.schema(self._table(table).schema().to_arrow()) if self.exists(table) else None
@@ -281,11 +284,18 @@ class DeltaWarehouse(Warehouse):
             raise ValueError(f"{target.name} has no key to merge on")
         delta = self._ensure(target)
         written = 0
+        refused: list[ValueError] = []
 
         def batches() -> Iterator[pa.RecordBatch]:
             nonlocal written
             for block in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-                block = enforce(block, target)
+                try:
+                    block = enforce(block, target)
+                except (ContractViolation, SchemaMismatch) as exc:
+                    # deltalake reads this generator from Rust and reports its errors as an opaque
+                    # DeltaError; keep ours to raise it as itself.
+                    refused.append(exc)
+                    raise
                 written += block.num_rows
                 yield from block.to_batches()
 
@@ -302,7 +312,12 @@ class DeltaWarehouse(Warehouse):
                 raise ValueError(f"{target.name}: delete_unmatched_in needs at least one value")
             literals = ", ".join(_sql_literal(v) for v in values)
             merger = merger.when_not_matched_by_source_delete(predicate=f"t.{column} IN ({literals})")
-        merger.execute()
+        try:
+            merger.execute()
+        except Exception:
+            if refused:
+                raise refused[0] from None
+            raise
         return WriteResult(
             table=target.name,
             location=self.location(target),
