@@ -5,7 +5,7 @@ from collections.abc import Mapping, Sequence
 import dagster as dg
 
 from etl_assets.contracts import TableContract
-from etl_assets.contracts.validation import RULE_PREFIX, rule_counts_from
+from etl_assets.contracts.validation import rule_counts_from
 from etl_assets.ray_steps import JobTimer
 from etl_assets.warehouse.base import ReplaceResult, WriteResult
 
@@ -64,11 +64,9 @@ def definition_metadata(contract: TableContract, lineage: ColumnSources) -> dict
 def rule_metadata(written: ReplaceResult, partition_values: Sequence[str]) -> dict:
     """Rows that broke each contract rule in this write: totals and per partition."""
     per_partition = {
-        p: {
-            name.removeprefix(RULE_PREFIX): counts.get(p, 0)
-            for name, counts in sorted(written.other_counts_per_partition.items())
-            if name.startswith(RULE_PREFIX) and counts.get(p, 0)
-        }
+        p: rule_counts_from(
+            {name: counts.get(p, 0) for name, counts in written.other_counts_per_partition.items()}
+        )
         for p in partition_values
     }
     return {

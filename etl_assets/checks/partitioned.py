@@ -23,15 +23,20 @@ class Outcome:
     severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR
 
 
-def _target(
-    instance: dg.DagsterInstance, asset_key: dg.AssetKey, partition: str
-) -> AssetCheckEvaluationTargetMaterializationData | None:
+def _latest(instance: dg.DagsterInstance, asset_key: dg.AssetKey, partition: str) -> dg.EventLogRecord | None:
+    """The latest materialization of one partition of an asset, if any."""
     records = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition]), limit=1
     ).records
-    if not records:
+    return records[0] if records else None
+
+
+def _target(
+    instance: dg.DagsterInstance, asset_key: dg.AssetKey, partition: str
+) -> AssetCheckEvaluationTargetMaterializationData | None:
+    record = _latest(instance, asset_key, partition)
+    if record is None:
         return None
-    record = records[0]
     return AssetCheckEvaluationTargetMaterializationData(
         run_id=record.event_log_entry.run_id, storage_id=record.storage_id, timestamp=record.timestamp
     )
@@ -63,8 +68,6 @@ def whole(outcome: Outcome) -> dg.AssetCheckResult:
 
 def latest_metadata(instance: dg.DagsterInstance, asset: str, partition: str, key: str) -> dict:
     """A JSON metadata entry of the latest materialization of one partition ({} when absent)."""
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1
-    ).records
-    entry = records[0].asset_materialization.metadata.get(key) if records else None
+    record = _latest(instance, dg.AssetKey(asset), partition)
+    entry = record.asset_materialization.metadata.get(key) if record is not None else None
     return entry.value if entry is not None else {}

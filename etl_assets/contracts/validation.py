@@ -19,7 +19,6 @@ from etl_assets.contracts.table_contract import (
     NOT_NULL,
     UNIQUE,
     ContractViolation,
-    Rule,
     SchemaMismatch,
     TableContract,
     conform,
@@ -34,10 +33,6 @@ class RowVerdicts:
 
     rejecting: pa.ListArray
     soft: pa.ListArray
-
-    @property
-    def rejected(self) -> pa.BooleanArray:
-        return pc.greater(pc.list_value_length(self.rejecting), 0)
 
     @property
     def first_reason(self) -> pa.Array:
@@ -195,10 +190,6 @@ def rule_catalog(contract: TableContract) -> list[dict]:
     ]
 
 
-def rules_by_code(contract: TableContract) -> dict[str, Rule]:
-    return {r.code: r for r in contract.rules}
-
-
 RULE_PREFIX = "rule:"
 
 
@@ -218,9 +209,9 @@ def rule_hits(codes: pa.ListArray | pa.ChunkedArray, partition: pa.ChunkedArray,
 
 
 def rule_counts_from(other_counts: Mapping[str, int]) -> dict[str, int]:
-    """The ``rule:<code>`` counts of a write's other outputs, by code."""
+    """The ``rule:<code>`` counts of a write's other outputs, by code (rules broken at least once)."""
     return {
         name.removeprefix(RULE_PREFIX): n
         for name, n in sorted(other_counts.items())
-        if name.startswith(RULE_PREFIX)
+        if name.startswith(RULE_PREFIX) and n
     }
