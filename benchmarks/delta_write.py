@@ -38,7 +38,7 @@ def valid_orders(batch: pa.Table) -> pa.Table:
 
 
 def pipeline(root: Path) -> ray.data.Dataset:
-    days = inspect_days(root / "sources" / "lake" / "orders", [DAY])
+    days = inspect_days(str(root / "sources" / "lake" / "orders"), [DAY])
     return read_orders_days(days, partial(classify_orders, run_id="bench")).map_batches(
         valid_orders, batch_format="pyarrow", batch_size=None
     )

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import ray.data
 
+from etl_assets import storage
 from etl_assets.sources.crm import SourceError
 from etl_assets.transforms.events import mark_new_lines, parse_event_file
 
@@ -20,35 +20,33 @@ class LandingFile:
     path: str
 
 
-def ready_batches(landing_dir: Path) -> list[str]:
+def ready_batches(landing_dir: str) -> list[str]:
     """Batch ids whose folder holds at least one ``.jsonl`` file, oldest name first.
 
     Folders starting with ``.`` or ``_`` are still being written (writers rename them when done).
     """
-    if not landing_dir.is_dir():
-        return []
-    return sorted(
-        p.name
-        for p in landing_dir.iterdir()
-        if p.is_dir() and not p.name.startswith((".", "_")) and any(p.glob("*.jsonl"))
-    )
+    return [
+        name
+        for name in storage.subfolders(str(landing_dir))
+        if not name.startswith((".", "_")) and storage.files(storage.join(str(landing_dir), name), ".jsonl")
+    ]
 
 
-def batch_files(landing_dir: Path, batch_ids: Sequence[str]) -> list[LandingFile]:
+def batch_files(landing_dir: str, batch_ids: Sequence[str]) -> list[LandingFile]:
     """Every file of the batches; fails naming the folder when a batch is missing or empty."""
     files = []
     for batch_id in batch_ids:
-        folder = landing_dir / batch_id
-        found = sorted(folder.glob("*.jsonl")) if folder.is_dir() else []
+        folder = storage.join(str(landing_dir), batch_id)
+        found = storage.files(folder, ".jsonl")
         if not found:
             raise SourceError(f"events landing batch {folder} is missing or holds no .jsonl files")
-        files += [LandingFile(batch_id, str(path)) for path in found]
+        files += [LandingFile(batch_id, path) for path in found]
     return files
 
 
 def count_lines(path: str) -> int:
     """Non-blank lines of a landing file: the lines a load must account for."""
-    text = Path(path).read_bytes().decode("utf-8", errors="replace")
+    text = storage.read_bytes(path).decode("utf-8", errors="replace")
     lines = pc.utf8_trim_whitespace(pa.array(text.split("\n"), pa.string()))
     return int(pc.sum(pc.not_equal(lines, "")).as_py() or 0)
 
@@ -58,7 +56,7 @@ def _parse_files(batch: pa.Table) -> pa.Table:
     for batch_id, path in zip(batch.column("batch_id").to_pylist(), batch.column("path").to_pylist()):
         try:
             # Undecodable bytes become U+FFFD, so such a line is rejected rather than the file.
-            text = Path(path).read_bytes().decode("utf-8", errors="replace")
+            text = storage.read_bytes(path).decode("utf-8", errors="replace")
         except OSError as exc:
             raise SourceError(f"events landing file {path} is unreadable: {exc}") from exc
         tables.append(mark_new_lines(parse_event_file(text, path, batch_id)))

@@ -7,12 +7,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from functools import partial
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import ray.data
 
+from etl_assets import storage
 from etl_assets.contracts.drift import schema_drift
 from etl_assets.sample_data import ORDERS_SCHEMA
 from etl_assets.sources.crm import SourceError
@@ -31,11 +31,11 @@ class LakeDay:
     ignored_columns: dict[str, str] = field(default_factory=dict)
 
 
-def day_folder(lake_dir: Path, day: date) -> Path:
-    return lake_dir / f"date={day.isoformat()}"
+def day_folder(lake_dir: str, day: date) -> str:
+    return storage.join(str(lake_dir), f"date={day.isoformat()}")
 
 
-def inspect_days(lake_dir: Path, days: Sequence[date]) -> list[LakeDay]:
+def inspect_days(lake_dir: str, days: Sequence[date]) -> list[LakeDay]:
     """Check every day's folder and file footers before any data is read.
 
     Fails naming the path for a missing folder, an unreadable file, or a column that is missing or
@@ -45,15 +45,16 @@ def inspect_days(lake_dir: Path, days: Sequence[date]) -> list[LakeDay]:
     found = []
     for day in days:
         folder = day_folder(lake_dir, day)
-        files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+        files = storage.files(folder, ".parquet")
         if not files:
             raise SourceError(f"orders lake partition {folder} is missing or holds no Parquet files")
         rows = 0
         ignored: dict[str, str] = {}
         for path in files:
             try:
-                meta = pq.read_metadata(path)
-                schema = pq.read_schema(path)
+                fs, on_fs = storage.filesystem(path)
+                meta = pq.read_metadata(on_fs, filesystem=fs)
+                schema = pq.read_schema(on_fs, filesystem=fs)
             except Exception as exc:
                 raise SourceError(f"orders lake file {path} is unreadable: {exc}") from exc
             drift = schema_drift(schema, LAKE_SCHEMA)
@@ -63,16 +64,19 @@ def inspect_days(lake_dir: Path, days: Sequence[date]) -> list[LakeDay]:
                 log.warning("orders lake file %s: ignoring %s", path, drift.describe())
                 ignored.update({name: str(type_) for name, type_ in drift.added})
             rows += meta.num_rows
-        found.append(LakeDay(day, tuple(str(f) for f in files), rows, ignored))
+        found.append(LakeDay(day, tuple(files), rows, ignored))
     return found
+
+
+def _read_file(location: str) -> pa.Table:
+    fs, path = storage.filesystem(location)
+    return pq.read_table(path, columns=LAKE_SCHEMA.names, schema=LAKE_SCHEMA, filesystem=fs)
 
 
 def _read_day(batch: pa.Table, transform: DayTransform) -> pa.Table:
     tables = []
     for day, files in zip(batch.column("day").to_pylist(), batch.column("files").to_pylist()):
-        table = pa.concat_tables(
-            pq.read_table(f, columns=LAKE_SCHEMA.names, schema=LAKE_SCHEMA) for f in files
-        )
+        table = pa.concat_tables(_read_file(f) for f in files)
         table = table.append_column("order_date", pa.array([day] * table.num_rows, pa.date32()))
         tables.append(transform(table))
     return pa.concat_tables(tables)
