@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections import Counter, defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
 from functools import partial
@@ -38,17 +37,13 @@ from etl_assets.warehouse.base import (
     WriteResult,
     partition_strings,
 )
-
-MANIFEST_SCHEMA = pa.schema(
-    [
-        ("table", pa.string()),
-        ("path", pa.string()),
-        ("partition_column", pa.string()),
-        ("partition_value", pa.string()),
-        ("size", pa.int64()),
-        ("num_records", pa.int64()),
-        ("stats", pa.string()),
-    ]
+from etl_assets.warehouse.blocks import (
+    MANIFEST_SCHEMA,
+    collect_manifests,
+    partition_groups,
+    replace_result,
+    route_block,
+    rows_per_partition,
 )
 
 
@@ -73,30 +68,12 @@ def write_block_files(
 
     Files are named by a fresh uuid, so a retried task never overwrites a file another commit uses.
     """
-    outputs = route(block) if route else {next(iter(targets)): block}
-    rows: list[dict] = []
-    for name, table in outputs.items():
-        contract = targets.get(name)
-        if contract is None:
-            rows += _count_rows(name, table, next(iter(targets.values())).partition_column)
-            continue
-        table = enforce(table, contract)
-        if table.num_rows == 0:
-            continue
+    routed = route_block(block, targets, allowed_days, route)
+    rows = list(routed.counted)
+    for name, (contract, table) in routed.tables.items():
         fs, root = pafs.FileSystem.from_uri(uris[name])
         column = contract.partition_column
-        if column is None:
-            groups = [(None, table)]
-        else:
-            spelled = table.column(column).cast(pa.string())
-            values = pc.unique(spelled).to_pylist()
-            outside = sorted(set(values) - allowed_days) if allowed_days is not None else []
-            if outside:
-                raise ValueError(
-                    f"{name}: rows for {', '.join(outside)} fall outside the partitions being replaced"
-                )
-            groups = [(value, table.filter(pc.equal(spelled, value))) for value in values]
-        for day, rows_of_day in groups:
+        for day, rows_of_day in partition_groups(table, column):
             data = rows_of_day.drop_columns([column]) if column else rows_of_day
             relative = f"{column}={day}/" if column else ""
             relative += f"part-{uuid.uuid4().hex}.parquet"
@@ -114,19 +91,6 @@ def write_block_files(
                 }
             )
     return pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
-
-
-def _count_rows(name: str, table: pa.Table, column: str | None) -> list[dict]:
-    """Manifest rows that only count an output that is not written (per partition where it can)."""
-    if column is None or column not in table.column_names or table.num_rows == 0:
-        return [{"table": name, "num_records": table.num_rows}]
-    counts = table.group_by([column]).aggregate([([], "count_all")])
-    return [
-        {"table": name, "partition_value": value, "num_records": n}
-        for value, n in zip(
-            counts.column(column).cast(pa.string()).to_pylist(), counts.column("count_all").to_pylist()
-        )
-    ]
 
 
 class DeltaWarehouse(Warehouse):
@@ -242,19 +206,7 @@ class DeltaWarehouse(Warehouse):
                 partition_filters=[(target.partition_column, "in", values)],
             )
             results[target.name] = self._result(target, files, values)
-        others: Counter[str] = Counter()
-        others_per_partition: dict[str, Counter[str]] = defaultdict(Counter)
-        for name, rows in manifests.items():
-            if name not in results:
-                for row in rows:
-                    others[name] += row["num_records"]
-                    if row["partition_value"] is not None:
-                        others_per_partition[name][row["partition_value"]] += row["num_records"]
-        return ReplaceResult(
-            tables=results,
-            other_counts=dict(others),
-            other_counts_per_partition={k: dict(sorted(v.items())) for k, v in others_per_partition.items()},
-        )
+        return replace_result(results, manifests)
 
     def append(self, ds: ray.data.Dataset, target: TableContract) -> WriteResult:
         return self._commit_all(ds, target, "append")
@@ -340,26 +292,18 @@ class DeltaWarehouse(Warehouse):
             allowed_days=allowed_days,
             route=route,
         )
-        manifests: dict[str, list[dict]] = defaultdict(list)
         # Only the manifest (a row per file) reaches the driver.
         manifest = ds.map_batches(writer, batch_format="pyarrow", batch_size=None)
-        for batch in manifest.iter_batches(batch_format="pyarrow", batch_size=None):
-            for row in batch.to_pylist():
-                manifests[row["table"]].append(row)
-        return manifests
+        return collect_manifests(manifest.iter_batches(batch_format="pyarrow", batch_size=None))
 
     def _result(self, target: TableContract, files: list[dict], days: list[str] | None) -> WriteResult:
-        per_day: Counter[str] = Counter({d: 0 for d in days or []})
-        for f in files:
-            if f["partition_value"] is not None:
-                per_day[f["partition_value"]] += f["num_records"]
         return WriteResult(
             table=target.name,
             location=self.location(target),
             rows_written=sum(f["num_records"] for f in files),
             table_row_count=self.row_count(target),
             version=self._table(target).version(),
-            rows_per_day=dict(sorted(per_day.items())),
+            rows_per_day=rows_per_partition(files, days),
         )
 
     # -- reads --------------------------------------------------------------------------------
