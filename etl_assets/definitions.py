@@ -17,7 +17,7 @@ from etl_assets.automation import (
     transactions_schedule,
 )
 from etl_assets.checks.rules import CHECKS
-from etl_assets.resources import RayResource, SourcesResource, WarehouseResource
+from etl_assets.resources import RayResource, SourcesResource, warehouse_from_env
 
 defs = dg.Definitions(
     assets=[
@@ -38,7 +38,7 @@ defs = dg.Definitions(
     resources={
         "ray_cluster": RayResource(),
         "sources": SourcesResource(),
-        "warehouse": WarehouseResource(),
+        "warehouse": warehouse_from_env(),
     },
     # One Ray session per run: every step of the run executes in this process.
     executor=dg.in_process_executor,

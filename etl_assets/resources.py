@@ -5,16 +5,20 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from pathlib import Path
 
 import dagster as dg
 import ray
+from dagster_gcp import BigQueryResource
+from dagster_snowflake import SnowflakeResource
 from pydantic import Field, PrivateAttr
 from ray.data import DataContext, ExecutionResources
 
+from etl_assets import storage
 from etl_assets.settings import load_settings
 from etl_assets.warehouse.base import Warehouse
+from etl_assets.warehouse.bigquery import BigQueryAccess, BigQueryWarehouse
 from etl_assets.warehouse.delta import DeltaWarehouse
+from etl_assets.warehouse.snowflake import SnowflakeWarehouse
 
 RAY_DATA_LOGGER = "ray.data"
 
@@ -104,26 +108,112 @@ class SourcesResource(dg.ConfigurableResource):
     )
 
     @property
-    def orders_lake_dir(self) -> Path:
-        return Path(self.data_dir) / "sources" / "lake" / "orders"
+    def orders_lake_dir(self) -> str:
+        return storage.join(self.data_dir, "sources", "lake", "orders")
 
     @property
-    def events_landing_dir(self) -> Path:
-        return Path(self.data_dir) / "sources" / "landing" / "events"
+    def events_landing_dir(self) -> str:
+        return storage.join(self.data_dir, "sources", "landing", "events")
 
 
 class WarehouseResource(dg.ConfigurableResource):
-    """The warehouse backend chosen by ``ETL_WAREHOUSE`` (``delta`` by default)."""
+    """The warehouse backend chosen by ``ETL_WAREHOUSE`` (``delta`` by default).
+
+    ``snowflake`` and ``bigquery`` reach the warehouse through the field's own Dagster resources,
+    ``SnowflakeResource`` and ``BigQueryResource``, configured from the environment by
+    ``warehouse_from_env`` (see the README for the variables).
+    """
 
     kind: str = Field(
         default_factory=lambda: load_settings().warehouse, description="delta, snowflake or bigquery"
     )
     root: str = Field(
-        default_factory=lambda: str(load_settings().warehouse_dir),
-        description="Delta: folder or object-store URI under which each table lives.",
+        default_factory=lambda: load_settings().warehouse_dir,
+        description="Delta: folder or object-store URI (s3://, gs://) under which each table lives.",
+    )
+    snowflake: SnowflakeResource | None = Field(
+        default=None, description="Snowflake: the connection (ETL_WAREHOUSE=snowflake)."
+    )
+    bigquery: BigQueryResource | None = Field(
+        default=None, description="BigQuery: the client (ETL_WAREHOUSE=bigquery)."
+    )
+    bigquery_dataset: str = Field(
+        default_factory=lambda: os.environ.get("BIGQUERY_DATASET", "etl_assets"),
+        description="BigQuery: the dataset holding the tables (BIGQUERY_DATASET).",
+    )
+    bigquery_endpoint: str | None = Field(
+        default_factory=lambda: os.environ.get("BIGQUERY_API_ENDPOINT") or None,
+        description="BigQuery: an API endpoint other than Google's (an emulator); unset for BigQuery.",
     )
 
     def backend(self) -> Warehouse:
         if self.kind == "delta":
             return DeltaWarehouse(self.root)
-        raise NotImplementedError(f"ETL_WAREHOUSE={self.kind!r}: only the delta backend is built so far")
+        if self.kind == "snowflake":
+            if self.snowflake is None:
+                raise ValueError("ETL_WAREHOUSE=snowflake needs the SNOWFLAKE_* variables (see the README)")
+            # The resource's own connection arguments (key-pair auth and extra arguments included),
+            # so Ray workers open the same connection the resource would.
+            return SnowflakeWarehouse(self.snowflake._connection_args)
+        if self.kind == "bigquery":
+            if self.bigquery is None:
+                raise ValueError("ETL_WAREHOUSE=bigquery needs the BIGQUERY_* variables (see the README)")
+            return BigQueryWarehouse(
+                BigQueryAccess.from_resource(self.bigquery, self.bigquery_dataset, self.bigquery_endpoint)
+            )
+        raise ValueError(f"ETL_WAREHOUSE={self.kind!r} is not one of delta, snowflake, bigquery")
+
+
+def _optional_env(*names: str) -> dict[str, str]:
+    return {name: os.environ[name] for name in names if os.environ.get(name)}
+
+
+def snowflake_from_env() -> SnowflakeResource:
+    """``SnowflakeResource`` from ``SNOWFLAKE_*``: secrets through ``EnvVar``, so they stay out of
+    the run's config; ``SNOWFLAKE_HOST``/``_PORT``/``_PROTOCOL`` point at another endpoint."""
+    extra: dict[str, object] = {}
+    for name in ("HOST", "PROTOCOL"):
+        if os.environ.get(f"SNOWFLAKE_{name}"):
+            extra[name.lower()] = os.environ[f"SNOWFLAKE_{name}"]
+    if os.environ.get("SNOWFLAKE_PORT"):
+        extra["port"] = int(os.environ["SNOWFLAKE_PORT"])
+    optional = {
+        key.removeprefix("SNOWFLAKE_").lower(): value
+        for key, value in _optional_env("SNOWFLAKE_WAREHOUSE", "SNOWFLAKE_ROLE").items()
+    }
+    secret = (
+        {"private_key": dg.EnvVar("SNOWFLAKE_PRIVATE_KEY")}
+        if os.environ.get("SNOWFLAKE_PRIVATE_KEY")
+        else {"password": dg.EnvVar("SNOWFLAKE_PASSWORD")}
+    )
+    return SnowflakeResource(
+        account=dg.EnvVar("SNOWFLAKE_ACCOUNT"),
+        user=dg.EnvVar("SNOWFLAKE_USER"),
+        database=dg.EnvVar("SNOWFLAKE_DATABASE"),
+        schema=os.environ.get("SNOWFLAKE_SCHEMA", "PUBLIC"),
+        additional_snowflake_connection_args=extra or None,
+        **secret,
+        **optional,
+    )
+
+
+def bigquery_from_env() -> BigQueryResource:
+    """``BigQueryResource`` from ``BIGQUERY_PROJECT`` (and ``BIGQUERY_LOCATION``); credentials come
+    from Google's default chain (``GOOGLE_APPLICATION_CREDENTIALS``) unless
+    ``BIGQUERY_CREDENTIALS`` holds a base64 service-account key."""
+    optional: dict[str, object] = {}
+    if os.environ.get("BIGQUERY_LOCATION"):
+        optional["location"] = os.environ["BIGQUERY_LOCATION"]
+    if os.environ.get("BIGQUERY_CREDENTIALS"):
+        optional["gcp_credentials"] = dg.EnvVar("BIGQUERY_CREDENTIALS")
+    return BigQueryResource(project=dg.EnvVar("BIGQUERY_PROJECT"), **optional)
+
+
+def warehouse_from_env() -> WarehouseResource:
+    """The warehouse resource ``ETL_WAREHOUSE`` asks for, its credentials read from the environment."""
+    kind = load_settings().warehouse
+    if kind == "snowflake":
+        return WarehouseResource(kind=kind, snowflake=snowflake_from_env())
+    if kind == "bigquery":
+        return WarehouseResource(kind=kind, bigquery=bigquery_from_env())
+    return WarehouseResource(kind=kind)

@@ -1,0 +1,219 @@
+"""BigQuery backend, reached through ``dagster-gcp``'s ``BigQueryResource``.
+
+Workers send each block as Parquet in a load job (``WRITE_APPEND``) into the write's staging table.
+The driver then runs one multi-statement transaction: ``DELETE`` of the partitions + ``INSERT``
+for a partition replace, ``MERGE`` for an upsert. Daily tables are date-partitioned on their day
+column; nothing deletes or truncates a whole table to replace part of it.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from google.api_core.client_options import ClientOptions
+from google.api_core.exceptions import NotFound
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import bigquery
+
+from etl_assets.contracts import TableContract
+from etl_assets.warehouse.sql import SqlWarehouse
+
+
+def bigquery_type(arrow_type: pa.DataType) -> str:
+    if pa.types.is_integer(arrow_type):
+        return "INT64"
+    if pa.types.is_floating(arrow_type):
+        return "FLOAT64"
+    if pa.types.is_decimal(arrow_type):
+        return f"NUMERIC({arrow_type.precision},{arrow_type.scale})"
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return "STRING"
+    if pa.types.is_boolean(arrow_type):
+        return "BOOL"
+    if pa.types.is_date(arrow_type):
+        return "DATE"
+    if pa.types.is_timestamp(arrow_type):
+        return "TIMESTAMP" if arrow_type.tz else "DATETIME"
+    if pa.types.is_list(arrow_type):
+        return f"ARRAY<{bigquery_type(arrow_type.value_type)}>"
+    raise TypeError(f"no BigQuery type for {arrow_type}")
+
+
+@dataclass(frozen=True)
+class BigQueryAccess:
+    """Everything a process needs to open its own client: picklable, so Ray workers get it too.
+
+    ``credentials_info`` is the resource's service-account key when it was given one; otherwise
+    each process uses Google's default credentials, as ``BigQueryResource`` does.
+    """
+
+    project: str
+    dataset: str
+    location: str | None = None
+    endpoint: str | None = None
+    credentials_info: dict | None = None
+
+    @classmethod
+    def from_resource(cls, resource: Any, dataset: str, endpoint: str | None) -> BigQueryAccess:
+        info = None
+        if getattr(resource, "gcp_credentials", None):
+            import base64
+            import json
+
+            info = json.loads(base64.b64decode(resource.gcp_credentials))
+        return cls(resource.project, dataset, resource.location, endpoint, info)
+
+    def client(self) -> bigquery.Client:
+        options: dict[str, Any] = {"project": self.project, "location": self.location}
+        if self.endpoint:
+            # An emulator: no Google credentials to present.
+            options["client_options"] = ClientOptions(api_endpoint=self.endpoint)
+            options["credentials"] = AnonymousCredentials()
+        elif self.credentials_info:
+            from google.oauth2 import service_account
+
+            options["credentials"] = service_account.Credentials.from_service_account_info(
+                self.credentials_info
+            )
+        return bigquery.Client(**options)
+
+
+_CLIENTS: dict[BigQueryAccess, bigquery.Client] = {}
+
+
+def _client(access: BigQueryAccess) -> bigquery.Client:
+    # One client per worker process, reused for every block it loads.
+    if access not in _CLIENTS:
+        _CLIENTS[access] = access.client()
+    return _CLIENTS[access]
+
+
+class BigQueryStageLoader:
+    """Picklable: one block as a Parquet load job appended to the staging table."""
+
+    def __init__(self, access: BigQueryAccess):
+        self.access = access
+
+    def __call__(self, table_name: str, rows: pa.Table) -> None:
+        buffer = io.BytesIO()
+        pq.write_table(rows, buffer)
+        buffer.seek(0)
+        config = bigquery.LoadJobConfig(
+            source_format=bigquery.SourceFormat.PARQUET,
+            write_disposition=bigquery.WriteDisposition.WRITE_APPEND,
+        )
+        config.parquet_options = bigquery.ParquetOptions()
+        config.parquet_options.enable_list_inference = True
+        destination = f"{self.access.project}.{self.access.dataset}.{table_name}"
+        _client(self.access).load_table_from_file(buffer, destination, job_config=config).result()
+
+
+class BigQueryQueryRunner:
+    """Picklable: one query's rows as Arrow, in a Ray read task."""
+
+    def __init__(self, access: BigQueryAccess):
+        self.access = access
+
+    def __call__(self, sql: str) -> pa.Table:
+        return _client(self.access).query(sql).result().to_arrow(create_bqstorage_client=False)
+
+
+class BigQueryWarehouse(SqlWarehouse):
+    """Tables in one dataset, one per contract, named as the contract."""
+
+    def __init__(self, access: BigQueryAccess):
+        self.access = access
+        self._client = access.client()
+
+    def qualified(self, name: str) -> str:
+        return f"`{self.access.project}.{self.access.dataset}.{name}`"
+
+    def location(self, table: TableContract) -> str:
+        return f"{self.access.project}.{self.access.dataset}.{table.name}"
+
+    def sql_type(self, arrow_type: pa.DataType) -> str:
+        return bigquery_type(arrow_type)
+
+    def same_type(self, found: str, wanted: str) -> bool:
+        # A NUMERIC column reported without its precision (as emulators do) holds what was declared.
+        if found == "NUMERIC" and wanted.startswith("NUMERIC("):
+            return True
+        return super().same_type(found, wanted)
+
+    def _ensure_dataset(self) -> None:
+        dataset = bigquery.Dataset(f"{self.access.project}.{self.access.dataset}")
+        if self.access.location:
+            dataset.location = self.access.location
+        self._client.create_dataset(dataset, exists_ok=True)
+
+    def create_table_sql(self, name: str, contract: TableContract, staging: bool) -> str:
+        self._ensure_dataset()
+        columns = []
+        for field in contract.schema:
+            required = " NOT NULL" if not field.nullable and not staging else ""
+            columns.append(f"{field.name} {bigquery_type(field.type)}{required}")
+        sql = f"CREATE TABLE IF NOT EXISTS {self.qualified(name)} ({', '.join(columns)})"
+        column = contract.partition_column
+        if not staging and column and pa.types.is_date(contract.schema.field(column).type):
+            sql += f" PARTITION BY {column}"
+        if staging:
+            # A staging table the write failed to drop expires by itself.
+            sql += " OPTIONS (expiration_timestamp = TIMESTAMP_ADD(CURRENT_TIMESTAMP(), INTERVAL 1 DAY))"
+        return sql
+
+    def column_types(self, name: str) -> dict[str, str] | None:
+        try:
+            table = self._client.get_table(f"{self.access.project}.{self.access.dataset}.{name}")
+        except NotFound:
+            return None
+        return {field.name.lower(): _spelled(field) for field in table.schema}
+
+    def execute(self, sql: str) -> None:
+        self._client.query(sql).result()
+
+    def run_in_transaction(self, statements: Sequence[str]) -> None:
+        # One script, one job: BigQuery commits it whole or rolls it back.
+        script = "BEGIN TRANSACTION;\n" + ";\n".join(statements) + ";\nCOMMIT TRANSACTION;"
+        self._client.query(script).result()
+
+    def query(self, sql: str) -> pa.Table:
+        return self._client.query(sql).result().to_arrow(create_bqstorage_client=False)
+
+    def stream(self, sql: str) -> Iterator[pa.Table]:
+        rows = self._client.query(sql).result(page_size=100_000)
+        for batch in rows.to_arrow_iterable():
+            yield pa.Table.from_batches([batch])
+
+    def stage_loader(self) -> BigQueryStageLoader:
+        return BigQueryStageLoader(self.access)
+
+    def query_runner(self) -> BigQueryQueryRunner:
+        return BigQueryQueryRunner(self.access)
+
+    def literal(self, value: str, arrow_type: pa.DataType) -> str:
+        quoted = "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
+        if pa.types.is_date(arrow_type):
+            return f"DATE {quoted}"
+        if pa.types.is_timestamp(arrow_type):
+            return f"TIMESTAMP {quoted}"
+        if pa.types.is_integer(arrow_type):
+            return str(int(value))
+        return quoted
+
+    def bucket_expression(self, column: str, buckets: int) -> str:
+        return f"MOD(ABS({column}), {buckets})"
+
+
+def _spelled(field: bigquery.SchemaField) -> str:
+    """A stored column's type as ``bigquery_type`` spells the contract's."""
+    kind = {"INTEGER": "INT64", "FLOAT": "FLOAT64", "BOOLEAN": "BOOL"}.get(field.field_type, field.field_type)
+    if kind in ("NUMERIC", "BIGNUMERIC") and field.precision is not None:
+        kind = f"{kind}({field.precision},{field.scale or 0})"
+    if field.mode == "REPEATED":
+        kind = f"ARRAY<{kind}>"
+    return kind

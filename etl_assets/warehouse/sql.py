@@ -1,0 +1,465 @@
+"""What the SQL warehouses (Snowflake, BigQuery) share.
+
+A write is two phases. Ray workers bulk-load their blocks (Parquet, never row-by-row INSERTs) into
+a staging table made for this write, and return only a manifest of row counts. The driver then
+makes the staged rows visible in **one transaction**: a partition replace deletes the partitions
+and inserts the staged rows, a merge runs ``MERGE`` by key. A failure before or during that
+transaction leaves every target as it was; the staging tables are dropped either way.
+
+Reads are Ray tasks too: one query per partition value (or per bucket of an integer key for
+unpartitioned tables), each fetched as Arrow inside its task, so no table crosses the driver.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from abc import abstractmethod
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from functools import partial
+
+import pyarrow as pa
+import ray.data
+
+from etl_assets.contracts import TableContract
+from etl_assets.contracts.drift import schema_drift
+from etl_assets.contracts.validation import SchemaMismatch
+from etl_assets.warehouse.base import (
+    PartitionValue,
+    ReplaceResult,
+    Router,
+    Warehouse,
+    WriteResult,
+    partition_strings,
+)
+from etl_assets.warehouse.blocks import (
+    MANIFEST_SCHEMA,
+    collect_manifests,
+    partition_groups,
+    replace_result,
+    route_block,
+    rows_per_partition,
+)
+
+# Loads one Arrow table into the named staging table; built on the driver, run in Ray workers.
+StageLoader = Callable[[str, pa.Table], None]
+# Runs one query and returns its rows as Arrow; built on the driver, run in Ray workers.
+QueryRunner = Callable[[str], pa.Table]
+
+# Rows per read task for unpartitioned tables, bucketed on an integer key.
+ROWS_PER_READ_TASK = 500_000
+
+
+def stage_block(
+    block: pa.Table,
+    *,
+    targets: Mapping[str, TableContract],
+    stages: Mapping[str, str],
+    allowed: frozenset[str] | None,
+    route: Router | None,
+    loader: StageLoader,
+) -> pa.Table:
+    """Runs in a Ray task: load one block's rows into the staging tables, return row counts."""
+    routed = route_block(block, targets, allowed, route)
+    rows = list(routed.counted)
+    for name, (contract, table) in routed.tables.items():
+        loader(stages[name], table)
+        rows += [
+            {
+                "table": name,
+                "partition_column": contract.partition_column,
+                "partition_value": value,
+                "num_records": part.num_rows,
+            }
+            for value, part in partition_groups(table, contract.partition_column)
+        ]
+    return pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
+
+
+def conform_to(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Rows as the warehouse returned them, in the contract's column names, order and types.
+
+    Warehouses return upper-case names (Snowflake), narrower or wider numbers, nanosecond
+    timestamps, and arrays as JSON text (Snowflake ARRAY); each is cast back here.
+    """
+    by_name = {name.lower(): table.column(i) for i, name in enumerate(table.column_names)}
+    columns = []
+    for field in schema:
+        column = by_name[field.name]
+        if pa.types.is_list(field.type) and pa.types.is_string(column.type):
+            column = pa.array(
+                [None if text is None else json.loads(text) for text in column.to_pylist()], field.type
+            )
+        elif column.type != field.type:
+            column = column.cast(field.type)
+        columns.append(column)
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _run_read(batch: pa.Table, *, runner: QueryRunner, schema: pa.Schema) -> pa.Table:
+    return pa.concat_tables([conform_to(runner(sql), schema) for sql in batch.column("sql").to_pylist()])
+
+
+class SqlWarehouse(Warehouse):
+    """The shared write and read protocol; a dialect supplies SQL spelling and its client."""
+
+    # -- what a dialect supplies ---------------------------------------------------------------
+
+    @abstractmethod
+    def qualified(self, name: str) -> str:
+        """The fully qualified name of a table, as SQL spells it."""
+
+    @abstractmethod
+    def sql_type(self, arrow_type: pa.DataType) -> str:
+        """The column type the warehouse stores an Arrow type as."""
+
+    @abstractmethod
+    def create_table_sql(self, name: str, contract: TableContract, staging: bool) -> str:
+        """``CREATE TABLE`` for the contract's columns (partitioned where the backend can)."""
+
+    @abstractmethod
+    def column_types(self, name: str) -> dict[str, str] | None:
+        """The table's columns (lower-case) and their SQL types; None when it does not exist."""
+
+    @abstractmethod
+    def execute(self, sql: str) -> None:
+        """Run one statement outside any transaction."""
+
+    @abstractmethod
+    def run_in_transaction(self, statements: Sequence[str]) -> None:
+        """Run the statements in one transaction: all of them take effect, or none."""
+
+    def run_atomically(self, statements: Sequence[str]) -> None:
+        """One statement is atomic by itself (and a MERGE may not run inside an explicit
+        transaction on every engine); several share a transaction."""
+        if len(statements) == 1:
+            self.execute(statements[0])
+        else:
+            self.run_in_transaction(statements)
+
+    @abstractmethod
+    def query(self, sql: str) -> pa.Table:
+        """A small result (counts, partition lists) on the driver."""
+
+    @abstractmethod
+    def stream(self, sql: str) -> Iterator[pa.Table]:
+        """A result streamed to the driver in bounded batches."""
+
+    @abstractmethod
+    def stage_loader(self) -> StageLoader:
+        """A picklable loader Ray workers use to bulk-load blocks into a staging table."""
+
+    @abstractmethod
+    def query_runner(self) -> QueryRunner:
+        """A picklable query runner for Ray read tasks."""
+
+    @abstractmethod
+    def literal(self, value: str, arrow_type: pa.DataType) -> str:
+        """A partition value (as ``partition_strings`` spells it) as a SQL literal of the column type."""
+
+    @abstractmethod
+    def bucket_expression(self, column: str, buckets: int) -> str:
+        """An expression in 0..buckets-1 computed from an integer column, for read sharding."""
+
+    def same_type(self, found: str, wanted: str) -> bool:
+        """Whether a stored column type is the type the contract asks for."""
+        return _normalised(found) == _normalised(wanted)
+
+    # -- metadata ------------------------------------------------------------------------------
+
+    def location(self, table: TableContract) -> str:
+        return self.qualified(table.name)
+
+    def exists(self, table: TableContract) -> bool:
+        return self.column_types(table.name) is not None
+
+    def table_schema(self, table: TableContract) -> pa.Schema | None:
+        found = self.column_types(table.name)
+        if found is None:
+            return None
+        expected = {f.name: f for f in table.schema}
+        fields = []
+        for name, sql_type in found.items():
+            field = expected.get(name)
+            if field is not None and self.same_type(sql_type, self.sql_type(field.type)):
+                fields.append(field)
+            else:
+                # A column the contract does not know, or stored as another type: reported as the
+                # type it holds, so the schema check names both.
+                fields.append(pa.field(name, _arrow_of(sql_type)))
+        return pa.schema(fields)
+
+    def _check_schema(self, table: TableContract) -> bool:
+        """Whether the table exists; raises SchemaMismatch when it does but drifted."""
+        found = self.table_schema(table)
+        if found is None:
+            return False
+        drift = schema_drift(found, table.schema)
+        if drift.breaking:
+            raise SchemaMismatch(
+                f"{self.location(table)} does not match its contract: {drift.describe()}"
+                " (a table written before its contract changed: rebuild it, see the README)"
+            )
+        return True
+
+    def partitions(self, table: TableContract) -> list[str]:
+        return sorted(self.partition_row_counts(table))
+
+    def partition_row_counts(self, table: TableContract) -> dict[str, int]:
+        column = table.partition_column
+        if column is None or not self.exists(table):
+            return {}
+        counts = self.query(
+            f"SELECT {column} AS value, COUNT(*) AS n FROM {self.qualified(table.name)} GROUP BY {column}"
+        )
+        counts = conform_to(counts, pa.schema([("value", pa.string()), ("n", pa.int64())]))
+        return dict(sorted(zip(counts.column("value").to_pylist(), counts.column("n").to_pylist())))
+
+    def row_count(self, table: TableContract) -> int:
+        if not self.exists(table):
+            return 0
+        counts = self.query(f"SELECT COUNT(*) AS n FROM {self.qualified(table.name)}")
+        return int(counts.column(0)[0].as_py())
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def replace_partitions(
+        self,
+        ds: ray.data.Dataset,
+        targets: Sequence[TableContract],
+        partitions: Sequence[PartitionValue],
+        route: Router | None = None,
+    ) -> ReplaceResult:
+        for target in targets:
+            if target.partition_column is None:
+                raise ValueError(f"{target.name} has no partition column: a partition replace needs one")
+        values = partition_strings(partitions)
+
+        def statements(target: TableContract, stage: str) -> list[str]:
+            column = target.partition_column
+            kind = target.schema.field(column).type
+            window = ", ".join(self.literal(v, kind) for v in values)
+            delete = f"DELETE FROM {self.qualified(target.name)} WHERE {column} IN ({window})"
+            return ([delete] if values else []) + [self._insert_from(target, stage)]
+
+        manifests = self._staged_write(ds, targets, frozenset(values), route, statements)
+        results = {t.name: self._result(t, manifests.get(t.name, []), values) for t in targets}
+        return replace_result(results, manifests)
+
+    def append(self, ds: ray.data.Dataset, target: TableContract) -> WriteResult:
+        manifests = self._staged_write(
+            ds, [target], None, None, lambda t, stage: [self._insert_from(t, stage)]
+        )
+        return self._result(target, manifests.get(target.name, []), None)
+
+    def overwrite(self, ds: ray.data.Dataset, target: TableContract) -> WriteResult:
+        def statements(t: TableContract, stage: str) -> list[str]:
+            # A DELETE of every row inside the transaction, not a table swap: readers see the old
+            # rows or the new ones, and the table keeps its definition.
+            return [f"DELETE FROM {self.qualified(t.name)} WHERE TRUE", self._insert_from(t, stage)]
+
+        manifests = self._staged_write(ds, [target], None, None, statements)
+        return self._result(target, manifests.get(target.name, []), None)
+
+    def merge(
+        self,
+        ds: ray.data.Dataset,
+        target: TableContract,
+        update_if: str | None = None,
+        delete_unmatched_in: tuple[str, Sequence[object]] | None = None,
+    ) -> WriteResult:
+        if not target.keys:
+            raise ValueError(f"{target.name} has no key to merge on")
+        if delete_unmatched_in is not None and not delete_unmatched_in[1]:
+            raise ValueError(f"{target.name}: delete_unmatched_in needs at least one value")
+
+        def statements(t: TableContract, stage: str) -> list[str]:
+            return [self._merge_sql(t, stage, update_if, delete_unmatched_in)]
+
+        manifests = self._staged_write(ds, [target], None, None, statements)
+        return self._result(target, manifests.get(target.name, []), None)
+
+    def _merge_sql(
+        self,
+        target: TableContract,
+        stage: str,
+        update_if: str | None,
+        delete_unmatched_in: tuple[str, Sequence[object]] | None,
+    ) -> str:
+        """One ``MERGE``, so it is atomic on its own.
+
+        ``delete_unmatched_in`` needs target rows the source does not hold deleted; Snowflake's
+        ``MERGE`` has no ``WHEN NOT MATCHED BY SOURCE``, so those rows join the source flagged
+        ``etl_unmatched`` and a ``WHEN MATCHED`` clause deletes them.
+        """
+        name = self.qualified(target.name)
+        cols = target.column_names
+        listed = ", ".join(cols)
+        source = f"SELECT {listed}, FALSE AS etl_unmatched FROM {self.qualified(stage)}"
+        if delete_unmatched_in is not None:
+            column, scope = delete_unmatched_in
+            kind = target.schema.field(column).type
+            values = ", ".join(self.literal(v, kind) for v in partition_strings(list(scope)))
+            matches = " AND ".join(f"X.{k} = G.{k}" for k in target.keys)
+            source += (
+                f" UNION ALL SELECT {listed}, TRUE AS etl_unmatched FROM {name} G"
+                f" WHERE G.{column} IN ({values})"
+                f" AND NOT EXISTS (SELECT 1 FROM {self.qualified(stage)} X WHERE {matches})"
+            )
+        on = " AND ".join(f"T.{k} = S.{k}" for k in target.keys)
+        newer = f" AND S.{update_if} > T.{update_if}" if update_if else ""
+        updates = ", ".join(f"{c} = S.{c}" for c in cols if c not in target.keys)
+        sql = f"MERGE INTO {name} T USING ({source}) S ON {on}"
+        if delete_unmatched_in is not None:
+            sql += " WHEN MATCHED AND S.etl_unmatched THEN DELETE"
+        sql += f" WHEN MATCHED AND NOT S.etl_unmatched{newer} THEN UPDATE SET {updates}"
+        sql += (
+            f" WHEN NOT MATCHED AND NOT S.etl_unmatched THEN INSERT ({listed})"
+            f" VALUES ({', '.join(f'S.{c}' for c in cols)})"
+        )
+        return sql
+
+    def _insert_from(self, target: TableContract, stage: str) -> str:
+        cols = ", ".join(target.column_names)
+        source = self.qualified(stage)
+        return f"INSERT INTO {self.qualified(target.name)} ({cols}) SELECT {cols} FROM {source}"
+
+    def _staged_write(
+        self,
+        ds: ray.data.Dataset,
+        targets: Sequence[TableContract],
+        allowed: frozenset[str] | None,
+        route: Router | None,
+        statements: Callable[[TableContract, str], list[str]],
+    ) -> dict[str, list[dict]]:
+        """Stage every target's rows from Ray, then apply ``statements`` in one transaction."""
+        existing = {t.name: self._check_schema(t) for t in targets}
+        stages = {t.name: f"{t.name}__stage_{uuid.uuid4().hex[:12]}" for t in targets}
+        try:
+            for target in targets:
+                self.execute(self.create_table_sql(stages[target.name], target, staging=True))
+            writer = partial(
+                stage_block,
+                targets={t.name: t for t in targets},
+                stages=stages,
+                allowed=allowed,
+                route=route,
+                loader=self.stage_loader(),
+            )
+            manifest = ds.map_batches(writer, batch_format="pyarrow", batch_size=None)
+            manifests = collect_manifests(manifest.iter_batches(batch_format="pyarrow", batch_size=None))
+            # Created only once everything is staged, so a failed first write leaves nothing.
+            for target in targets:
+                if not existing[target.name]:
+                    self.execute(self.create_table_sql(target.name, target, staging=False))
+            self.run_atomically([s for t in targets for s in statements(t, stages[t.name])])
+        finally:
+            for stage in stages.values():
+                self.execute(f"DROP TABLE IF EXISTS {self.qualified(stage)}")
+        return manifests
+
+    def _result(self, target: TableContract, rows: list[dict], partitions: list[str] | None) -> WriteResult:
+        return WriteResult(
+            table=target.name,
+            location=self.location(target),
+            rows_written=sum(r["num_records"] for r in rows),
+            table_row_count=self.row_count(target),
+            rows_per_day=rows_per_partition(rows, partitions),
+        )
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def _select(self, table: TableContract, columns: Sequence[str], where: str | None) -> str:
+        sql = f"SELECT {', '.join(columns)} FROM {self.qualified(table.name)}"
+        return f"{sql} WHERE {where}" if where else sql
+
+    def _shards(self, table: TableContract, partitions: Sequence[PartitionValue] | None) -> list[str | None]:
+        """WHERE clauses that split the table (or its given partitions) among read tasks."""
+        column = table.partition_column
+        if column is not None:
+            kind = table.schema.field(column).type
+            values = partition_strings(partitions) if partitions is not None else self.partitions(table)
+            return [f"{column} = {self.literal(v, kind)}" for v in values]
+        integer_keys = [k for k in table.keys if pa.types.is_integer(table.schema.field(k).type)]
+        buckets = self.row_count(table) // ROWS_PER_READ_TASK + 1
+        if not integer_keys or buckets == 1:
+            return [None]
+        bucket = self.bucket_expression(integer_keys[0], buckets)
+        return [f"{bucket} = {i}" for i in range(buckets)]
+
+    def read(
+        self,
+        table: TableContract,
+        partitions: Sequence[PartitionValue] | None = None,
+        columns: Sequence[str] | None = None,
+    ) -> ray.data.Dataset:
+        columns = list(columns or table.column_names)
+        schema = pa.schema([table.schema.field(c) for c in columns])
+        if not self.exists(table):
+            raise FileNotFoundError(
+                f"table {table.name} does not exist at {self.location(table)}: materialize it first"
+            )
+        queries = [self._select(table, columns, where) for where in self._shards(table, partitions)]
+        if not queries:
+            return ray.data.from_arrow(schema.empty_table())
+        items = pa.table({"sql": queries})
+        return ray.data.from_arrow([items.slice(i, 1) for i in range(items.num_rows)]).map_batches(
+            partial(_run_read, runner=self.query_runner(), schema=schema),
+            batch_format="pyarrow",
+            batch_size=1,
+        )
+
+    def scan(
+        self,
+        table: TableContract,
+        partitions: Sequence[PartitionValue] | None = None,
+        columns: Sequence[str] | None = None,
+    ) -> Iterator[pa.RecordBatch]:
+        if not self.exists(table):
+            return
+        columns = list(columns or table.column_names)
+        schema = pa.schema([table.schema.field(c) for c in columns])
+        where = None
+        if partitions is not None and table.partition_column:
+            values = partition_strings(partitions)
+            if not values:
+                return
+            kind = table.schema.field(table.partition_column).type
+            where = f"{table.partition_column} IN ({', '.join(self.literal(v, kind) for v in values)})"
+        for part in self.stream(self._select(table, columns, where)):
+            if part.num_rows:
+                yield from conform_to(part, schema).to_batches()
+
+
+def _normalised(sql_type: str) -> str:
+    return sql_type.upper().replace(" ", "")
+
+
+# What a stored SQL type holds, for columns that do not match their contract.
+_ARROW_OF = {
+    "BOOL": pa.bool_(),
+    "BOOLEAN": pa.bool_(),
+    "DATE": pa.date32(),
+    "FLOAT": pa.float64(),
+    "FLOAT64": pa.float64(),
+    "DOUBLE": pa.float64(),
+    "INT64": pa.int64(),
+    "STRING": pa.string(),
+    "TEXT": pa.string(),
+    "VARCHAR": pa.string(),
+    "TIMESTAMP": pa.timestamp("us", "UTC"),
+    "TIMESTAMP_TZ": pa.timestamp("us", "UTC"),
+    "TIMESTAMP_NTZ": pa.timestamp("us"),
+    "ARRAY": pa.list_(pa.string()),
+}
+
+
+def _arrow_of(sql_type: str) -> pa.DataType:
+    base = _normalised(sql_type).split("(")[0].split("<")[0]
+    if base in ("NUMBER", "NUMERIC", "DECIMAL"):
+        inside = _normalised(sql_type)[len(base) :].strip("()")
+        precision, _, scale = inside.partition(",")
+        if not scale or scale == "0":
+            return pa.int64()
+        return pa.decimal128(int(precision), int(scale))
+    return _ARROW_OF.get(base, pa.string())
