@@ -15,7 +15,14 @@ EVENT_ASSETS := events,events_rejects,hourly_user_metrics
 RANGE := 2024-01-01...2024-01-14
 ORDERS ?= 1000000
 
-.PHONY: setup sample dev demo test bench lint format clean new-event-batch crm-changes
+# The BigQuery emulator lives in a venv of its own: it pins a DuckDB whose extensions are on PyPI
+# (the machine reaches no other download site), and DuckDB finds them under the emulator's HOME.
+EMULATOR := .venv-bqemulator
+EMULATOR_STAMP := $(EMULATOR)/.installed-stamp
+EMULATOR_DUCKDB := 1.5.5
+EMULATOR_EXTENSIONS := $(EMULATOR)/home/.duckdb/extensions/v$(EMULATOR_DUCKDB)/linux_amd64
+
+.PHONY: setup emulators sample dev demo test bench lint format clean new-event-batch crm-changes
 
 setup: $(STAMP)
 
@@ -23,6 +30,18 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+emulators: $(EMULATOR_STAMP)
+
+$(EMULATOR_STAMP):
+	$(PYTHON) -m venv $(EMULATOR)
+	$(EMULATOR)/bin/pip install --quiet --upgrade pip
+	$(EMULATOR)/bin/pip install --quiet "bqemulator==1.4.0" "numpy>=2,<3" "duckdb==$(EMULATOR_DUCKDB)" \
+		"duckdb-extension-spatial==$(EMULATOR_DUCKDB)" "duckdb-extension-avro==$(EMULATOR_DUCKDB)"
+	mkdir -p $(EMULATOR_EXTENSIONS)
+	cp $(EMULATOR)/lib/python3*/site-packages/duckdb_extension_*/extensions/v$(EMULATOR_DUCKDB)/*.duckdb_extension \
+		$(EMULATOR_EXTENSIONS)/
 	touch $@
 
 sample: $(SAMPLE)
@@ -53,7 +72,7 @@ new-event-batch: setup sample
 crm-changes: setup sample
 	$(BIN)/python -m etl_assets.sample_changes crm --crm-url "$${ETL_CRM_URL:-sqlite:///$(SAMPLE)}"
 
-test: setup
+test: setup emulators
 	$(BIN)/pytest
 
 bench: setup

@@ -13,12 +13,13 @@ import dagster as dg
 import pandas as pd
 import pytest
 import ray
-from deltalake import DeltaTable
 
 from etl_assets import definitions
 from etl_assets.checks.rules import CHECKS
 from etl_assets.resources import RayResource, SourcesResource, WarehouseResource
 from etl_assets.sample_data import SampleSpec, generate
+from etl_assets_tests.emulators.servers import free_port, start_bigquery, start_fakesnow, start_moto
+from etl_assets_tests.warehouse_readers import read_frame
 
 SAMPLE_START = date(2024, 1, 1)
 SAMPLE_DAYS = 7
@@ -72,13 +73,17 @@ def day(offset: int) -> date:
     return SAMPLE_START + timedelta(days=offset)
 
 
-def resources(sample: Path, warehouse: Path) -> dict:
+def resources(sample: Path | str, warehouse: Path | WarehouseResource, crm_url: str | None = None) -> dict:
+    """Resources for a run: a local Delta folder or any configured warehouse; sources in a folder
+    (or an object-store URI, with the CRM named apart)."""
     return {
         "ray_cluster": RayResource(),
         "sources": SourcesResource(
-            crm_url=f"sqlite:///{sample / 'sources' / 'crm.db'}", data_dir=str(sample)
+            crm_url=crm_url or f"sqlite:///{Path(sample) / 'sources' / 'crm.db'}", data_dir=str(sample)
         ),
-        "warehouse": WarehouseResource(root=str(warehouse)),
+        "warehouse": (
+            warehouse if isinstance(warehouse, WarehouseResource) else WarehouseResource(root=str(warehouse))
+        ),
     }
 
 
@@ -89,19 +94,20 @@ def checks_on(assets: list) -> list:
 
 
 def run_window(
-    sample: Path,
-    warehouse: Path,
+    sample: Path | str,
+    warehouse: Path | WarehouseResource,
     first: date,
     last: date,
     assets=None,
     with_checks: bool = True,
     raise_on_error: bool = True,
+    crm_url: str | None = None,
 ) -> dg.ExecuteInProcessResult:
     """Materialize ``assets`` (default: the whole daily pipeline) for ``first..last`` in one run."""
     selected = list(assets or DAILY_ASSETS)
     return dg.materialize(
         selected + (checks_on(selected) if with_checks else []),
-        resources=resources(sample, warehouse),
+        resources=resources(sample, warehouse, crm_url),
         tags={
             "dagster/asset_partition_range_start": first.isoformat(),
             "dagster/asset_partition_range_end": last.isoformat(),
@@ -111,15 +117,11 @@ def run_window(
     )
 
 
-def read_table(warehouse: Path, name: str) -> pd.DataFrame:
-    """A whole warehouse table, through deltalake rather than the platform's own reader.
+def read_table(warehouse: Path | WarehouseResource, name: str) -> pd.DataFrame:
+    """A whole warehouse table, through the warehouse's own client rather than the platform's reader.
 
     List columns (the rejects' ``failed_rules``) come back as tuples, so frames can be sorted."""
-    frame = DeltaTable(str(warehouse / name)).to_pyarrow_table().to_pandas()
-    for column in frame.columns:
-        if frame[column].map(lambda v: hasattr(v, "__len__") and not isinstance(v, str)).any():
-            frame[column] = frame[column].map(tuple)
-    return frame
+    return read_frame(warehouse, name)
 
 
 # Which run wrote a rejected row: the one column a rerun changes on purpose.
@@ -143,3 +145,48 @@ def env_without_ray_address(monkeypatch: pytest.MonkeyPatch) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     # Keep Ray from reporting usage stats from test runs.
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # S3 is a local moto server (started by the ``s3`` fixture). Its endpoint and credentials are
+    # in the environment before Ray starts, so Ray workers reach it exactly as the driver does.
+    os.environ.update(
+        {
+            "ETL_TEST_MOTO_PORT": str(MOTO_PORT),
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{MOTO_PORT}",
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_REGION": "us-east-1",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ALLOW_HTTP": "true",
+            # One writer per table at a time (the runs' pool), so no lock provider is needed.
+            "AWS_S3_ALLOW_UNSAFE_RENAME": "true",
+        }
+    )
+
+
+MOTO_PORT = free_port()
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A bucket on a local S3 server (moto); yields its s3:// URI."""
+    server = start_moto(tmp_path_factory.mktemp("moto"), MOTO_PORT)
+    import boto3
+
+    boto3.client("s3").create_bucket(Bucket="etl-test")
+    yield "s3://etl-test"
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def fakesnow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A fakesnow server that every process (Ray workers too) shares; yields its port."""
+    server = start_fakesnow(tmp_path_factory.mktemp("fakesnow"))
+    yield server.port
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def bigquery_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The BigQuery emulator; yields its API endpoint."""
+    server = start_bigquery(tmp_path_factory.mktemp("bqemulator"))
+    yield f"http://127.0.0.1:{server.port}"
+    server.stop()
