@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
@@ -13,12 +14,20 @@ import dagster as dg
 import pandas as pd
 import pytest
 import ray
+from dagster_gcp import BigQueryResource
+from dagster_snowflake import SnowflakeResource
 
 from etl_assets import definitions
 from etl_assets.checks.rules import CHECKS
 from etl_assets.resources import RayResource, SourcesResource, WarehouseResource
 from etl_assets.sample_data import SampleSpec, generate
-from etl_assets_tests.emulators.servers import free_port, start_bigquery, start_fakesnow, start_moto
+from etl_assets_tests.emulators.servers import (
+    BIGQUERY_PROJECT,
+    free_port,
+    start_bigquery,
+    start_fakesnow,
+    start_moto,
+)
 from etl_assets_tests.warehouse_readers import read_frame
 
 SAMPLE_START = date(2024, 1, 1)
@@ -190,3 +199,42 @@ def bigquery_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
     server = start_bigquery(tmp_path_factory.mktemp("bqemulator"))
     yield f"http://127.0.0.1:{server.port}"
     server.stop()
+
+
+WAREHOUSE_KINDS = ["delta", "snowflake", "bigquery", "delta_s3"]
+
+
+def warehouse_on(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path, name: str | None = None
+) -> WarehouseResource:
+    """A fresh, private warehouse of ``kind`` (or the one called ``name``): a local Delta folder, a
+    fakesnow database, a BigQuery emulator dataset, or a Delta prefix in the moto S3 bucket."""
+    name = name or f"t{uuid.uuid4().hex[:10]}"
+    if kind == "snowflake":
+        return WarehouseResource(
+            kind="snowflake",
+            snowflake=SnowflakeResource(
+                account="fakesnow",
+                user="fake",
+                password="snow",
+                database=name.upper(),
+                schema="PUBLIC",
+                network_timeout=120,
+                additional_snowflake_connection_args={
+                    "host": "127.0.0.1",
+                    "port": request.getfixturevalue("fakesnow"),
+                    "protocol": "http",
+                    "session_parameters": {"CLIENT_OUT_OF_BAND_TELEMETRY_ENABLED": False},
+                },
+            ),
+        )
+    if kind == "bigquery":
+        return WarehouseResource(
+            kind="bigquery",
+            bigquery=BigQueryResource(project=BIGQUERY_PROJECT),
+            bigquery_dataset=name,
+            bigquery_endpoint=request.getfixturevalue("bigquery_emulator"),
+        )
+    if kind == "delta_s3":
+        return WarehouseResource(kind="delta", root=f"{request.getfixturevalue('s3')}/{name}/warehouse")
+    return WarehouseResource(kind="delta", root=str(tmp_path / name))

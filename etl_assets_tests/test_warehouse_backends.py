@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
-import uuid
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -19,17 +18,14 @@ import dagster as dg
 import pandas as pd
 import pyarrow.fs as pafs
 import pytest
-from dagster_gcp import BigQueryResource
-from dagster_snowflake import SnowflakeResource
 
 from etl_assets import definitions
 from etl_assets.contracts import ALL_TABLES
-from etl_assets.resources import RayResource, SourcesResource, WarehouseResource
+from etl_assets.resources import RayResource, SourcesResource
 from etl_assets.sample_changes import apply_crm_changes
 from etl_assets.sample_data import SampleSpec, generate
 from etl_assets_tests import expected
-from etl_assets_tests.conftest import PROVENANCE, read_table, run_window
-from etl_assets_tests.emulators.servers import BIGQUERY_PROJECT
+from etl_assets_tests.conftest import PROVENANCE, read_table, run_window, warehouse_on
 from etl_assets_tests.test_events import expected_hourly, sorted_hourly
 from etl_assets_tests.test_pipeline import assert_same_table
 
@@ -63,42 +59,14 @@ class Backend:
     """One test's private place on a backend: the warehouse, and where its sources are read from."""
 
     def __init__(self, kind: str, request: pytest.FixtureRequest, sample: Path, tmp_path: Path):
-        name = f"t{uuid.uuid4().hex[:10]}"
         self.kind = kind
         self.data_dir: str = str(sample)
         shutil.copy(sample / "sources" / "crm.db", tmp_path / "crm.db")
         self.crm_url = f"sqlite:///{tmp_path / 'crm.db'}"
-        if kind == "snowflake":
-            port = request.getfixturevalue("fakesnow")
-            self.warehouse = WarehouseResource(
-                kind="snowflake",
-                snowflake=SnowflakeResource(
-                    account="fakesnow",
-                    user="fake",
-                    password="snow",
-                    database=name.upper(),
-                    schema="PUBLIC",
-                    network_timeout=120,
-                    additional_snowflake_connection_args={
-                        "host": "127.0.0.1",
-                        "port": port,
-                        "protocol": "http",
-                        "session_parameters": {"CLIENT_OUT_OF_BAND_TELEMETRY_ENABLED": False},
-                    },
-                ),
-            )
-        elif kind == "bigquery":
-            self.warehouse = WarehouseResource(
-                kind="bigquery",
-                bigquery=BigQueryResource(project=BIGQUERY_PROJECT),
-                bigquery_dataset=name,
-                bigquery_endpoint=request.getfixturevalue("bigquery_emulator"),
-            )
-        else:
-            bucket = request.getfixturevalue("s3")
-            self.warehouse = WarehouseResource(kind="delta", root=f"{bucket}/{name}/warehouse")
+        self.warehouse = warehouse_on(kind, request, tmp_path)
+        if kind == "delta_s3":
             # The lake and the landing zone are read from the bucket too.
-            self.data_dir = f"{bucket}/{name}"
+            self.data_dir = self.warehouse.root.removesuffix("/warehouse")
             fs, base = pafs.FileSystem.from_uri(self.data_dir)
             for folder in ("lake", "landing"):
                 pafs.copy_files(

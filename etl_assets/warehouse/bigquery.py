@@ -134,7 +134,7 @@ class BigQueryWarehouse(SqlWarehouse):
         return f"`{self.access.project}.{self.access.dataset}.{name}`"
 
     def location(self, table: TableContract) -> str:
-        return f"{self.access.project}.{self.access.dataset}.{table.name}"
+        return f"bigquery://{self.access.project}/{self.access.dataset}/{table.name}"
 
     def sql_type(self, arrow_type: pa.DataType) -> str:
         return bigquery_type(arrow_type)

@@ -127,6 +127,10 @@ class SnowflakeWarehouse(SqlWarehouse):
     def qualified(self, name: str) -> str:
         return f"{self.database}.{self.schema}.{name.upper()}" if self.database else name.upper()
 
+    def location(self, table: TableContract) -> str:
+        account = self.args.get("host") or self.args.get("account")
+        return f"snowflake://{account}/{self.database}/{self.schema}/{table.name.upper()}"
+
     def sql_type(self, arrow_type: pa.DataType) -> str:
         return snowflake_type(arrow_type)
 
