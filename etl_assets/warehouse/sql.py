@@ -13,6 +13,7 @@ unpartitioned tables), each fetched as Arrow inside its task, so no table crosse
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from abc import abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -41,11 +42,15 @@ from etl_assets.warehouse.blocks import (
     rows_per_partition,
 )
 
+log = logging.getLogger(__name__)
+
 # Loads one Arrow table into the named staging table; built on the driver, run in Ray workers.
 StageLoader = Callable[[str, pa.Table], None]
 # Runs one query and returns its rows as Arrow; built on the driver, run in Ray workers.
 QueryRunner = Callable[[str], pa.Table]
 
+# The staging column naming the load a row came in (see ``stage_block``).
+LOAD_ID = "etl_load_id"
 # Rows per read task for unpartitioned tables, bucketed on an integer key.
 ROWS_PER_READ_TASK = 500_000
 
@@ -59,14 +64,20 @@ def stage_block(
     route: Router | None,
     loader: StageLoader,
 ) -> pa.Table:
-    """Runs in a Ray task: load one block's rows into the staging tables, return row counts."""
+    """Runs in a Ray task: load one block's rows into the staging tables, return row counts.
+
+    Each load is tagged with a fresh id, returned in the manifest (``path``); the driver takes only
+    the rows of the ids it received, so a task Ray retried after its load landed adds nothing.
+    """
     routed = route_block(block, targets, allowed, route)
     rows = list(routed.counted)
     for name, (contract, table) in routed.tables.items():
-        loader(stages[name], table)
+        load_id = uuid.uuid4().hex
+        loader(stages[name], table.append_column(LOAD_ID, pa.array([load_id] * table.num_rows, pa.string())))
         rows += [
             {
                 "table": name,
+                "path": load_id,
                 "partition_column": contract.partition_column,
                 "partition_value": value,
                 "num_records": part.num_rows,
@@ -74,6 +85,16 @@ def stage_block(
             for value, part in partition_groups(table, contract.partition_column)
         ]
     return pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
+
+
+def quoted_text(value: object) -> str:
+    """A value in single quotes for SQL. Partition values and load ids come from data (a landing
+    folder's name, say), and Snowflake, BigQuery and their emulators disagree on backslash escapes,
+    so a value holding a quote or a backslash is refused rather than escaped."""
+    text = str(value)
+    if "'" in text or "\\" in text:
+        raise ValueError(f"partition value {text!r} holds a quote or a backslash: rename it")
+    return f"'{text}'"
 
 
 def conform_to(table: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -113,9 +134,39 @@ class SqlWarehouse(Warehouse):
     def sql_type(self, arrow_type: pa.DataType) -> str:
         """The column type the warehouse stores an Arrow type as."""
 
-    @abstractmethod
+    def stage_type(self, arrow_type: pa.DataType) -> str:
+        """The column type a staging table holds an Arrow type as (the stored type by default)."""
+        return self.sql_type(arrow_type)
+
+    def staged_column(self, name: str, arrow_type: pa.DataType) -> str:
+        """How a staged column is read into its target (as it is, by default)."""
+        return name
+
+    def table_clauses(self, contract: TableContract, staging: bool) -> str:
+        """What follows the column list of ``CREATE TABLE`` (partitioning, expiry)."""
+        return ""
+
+    def table_kind(self, staging: bool) -> str:
+        return "TABLE"
+
+    def prepare(self) -> None:
+        """Anything the warehouse needs before its first table (a dataset)."""
+
     def create_table_sql(self, name: str, contract: TableContract, staging: bool) -> str:
-        """``CREATE TABLE`` for the contract's columns (partitioned where the backend can)."""
+        """``CREATE TABLE`` for the contract's columns; a staging table takes what blocks hold
+        (the contract's NOT NULLs guard the target) and the load id."""
+        if staging:
+            columns = [f"{f.name} {self.stage_type(f.type)}" for f in contract.schema]
+            columns.append(f"{LOAD_ID} {self.sql_type(pa.string())}")
+        else:
+            columns = [
+                f"{f.name} {self.sql_type(f.type)}{'' if f.nullable else ' NOT NULL'}"
+                for f in contract.schema
+            ]
+        return (
+            f"CREATE {self.table_kind(staging)} IF NOT EXISTS {self.qualified(name)}"
+            f" ({', '.join(columns)}){self.table_clauses(contract, staging)}"
+        )
 
     @abstractmethod
     def column_types(self, name: str) -> dict[str, str] | None:
@@ -235,12 +286,18 @@ class SqlWarehouse(Warehouse):
                 raise ValueError(f"{target.name} has no partition column: a partition replace needs one")
         values = partition_strings(partitions)
 
-        def statements(target: TableContract, stage: str) -> list[str]:
-            column = target.partition_column
-            kind = target.schema.field(column).type
-            window = ", ".join(self.literal(v, kind) for v in values)
-            delete = f"DELETE FROM {self.qualified(target.name)} WHERE {column} IN ({window})"
-            return ([delete] if values else []) + [self._insert_from(target, stage)]
+        # Spelled (and so checked) before anything is written.
+        windows = {
+            t.name: ", ".join(self.literal(v, t.schema.field(t.partition_column).type) for v in values)
+            for t in targets
+        }
+
+        def statements(target: TableContract, staged: str) -> list[str]:
+            delete = (
+                f"DELETE FROM {self.qualified(target.name)}"
+                f" WHERE {target.partition_column} IN ({windows[target.name]})"
+            )
+            return ([delete] if values else []) + [self._insert_from(target, staged)]
 
         manifests = self._staged_write(ds, targets, frozenset(values), route, statements)
         results = {t.name: self._result(t, manifests.get(t.name, []), values) for t in targets}
@@ -248,15 +305,15 @@ class SqlWarehouse(Warehouse):
 
     def append(self, ds: ray.data.Dataset, target: TableContract) -> WriteResult:
         manifests = self._staged_write(
-            ds, [target], None, None, lambda t, stage: [self._insert_from(t, stage)]
+            ds, [target], None, None, lambda t, staged: [self._insert_from(t, staged)]
         )
         return self._result(target, manifests.get(target.name, []), None)
 
     def overwrite(self, ds: ray.data.Dataset, target: TableContract) -> WriteResult:
-        def statements(t: TableContract, stage: str) -> list[str]:
+        def statements(t: TableContract, staged: str) -> list[str]:
             # A DELETE of every row inside the transaction, not a table swap: readers see the old
             # rows or the new ones, and the table keeps its definition.
-            return [f"DELETE FROM {self.qualified(t.name)} WHERE TRUE", self._insert_from(t, stage)]
+            return [f"DELETE FROM {self.qualified(t.name)} WHERE TRUE", self._insert_from(t, staged)]
 
         manifests = self._staged_write(ds, [target], None, None, statements)
         return self._result(target, manifests.get(target.name, []), None)
@@ -273,8 +330,8 @@ class SqlWarehouse(Warehouse):
         if delete_unmatched_in is not None and not delete_unmatched_in[1]:
             raise ValueError(f"{target.name}: delete_unmatched_in needs at least one value")
 
-        def statements(t: TableContract, stage: str) -> list[str]:
-            return [self._merge_sql(t, stage, update_if, delete_unmatched_in)]
+        def statements(t: TableContract, staged: str) -> list[str]:
+            return [self._merge_sql(t, staged, update_if, delete_unmatched_in)]
 
         manifests = self._staged_write(ds, [target], None, None, statements)
         return self._result(target, manifests.get(target.name, []), None)
@@ -282,7 +339,7 @@ class SqlWarehouse(Warehouse):
     def _merge_sql(
         self,
         target: TableContract,
-        stage: str,
+        staged: str,
         update_if: str | None,
         delete_unmatched_in: tuple[str, Sequence[object]] | None,
     ) -> str:
@@ -295,7 +352,7 @@ class SqlWarehouse(Warehouse):
         name = self.qualified(target.name)
         cols = target.column_names
         listed = ", ".join(cols)
-        source = f"SELECT {listed}, FALSE AS etl_unmatched FROM {self.qualified(stage)}"
+        source = f"SELECT {listed}, FALSE AS etl_unmatched FROM {staged} N"
         if delete_unmatched_in is not None:
             column, scope = delete_unmatched_in
             kind = target.schema.field(column).type
@@ -304,7 +361,7 @@ class SqlWarehouse(Warehouse):
             source += (
                 f" UNION ALL SELECT {listed}, TRUE AS etl_unmatched FROM {name} G"
                 f" WHERE G.{column} IN ({values})"
-                f" AND NOT EXISTS (SELECT 1 FROM {self.qualified(stage)} X WHERE {matches})"
+                f" AND NOT EXISTS (SELECT 1 FROM {staged} X WHERE {matches})"
             )
         on = " AND ".join(f"T.{k} = S.{k}" for k in target.keys)
         newer = f" AND S.{update_if} > T.{update_if}" if update_if else ""
@@ -312,17 +369,23 @@ class SqlWarehouse(Warehouse):
         sql = f"MERGE INTO {name} T USING ({source}) S ON {on}"
         if delete_unmatched_in is not None:
             sql += " WHEN MATCHED AND S.etl_unmatched THEN DELETE"
-        sql += f" WHEN MATCHED AND NOT S.etl_unmatched{newer} THEN UPDATE SET {updates}"
+        if updates:  # a table of keys only has nothing to update
+            sql += f" WHEN MATCHED AND NOT S.etl_unmatched{newer} THEN UPDATE SET {updates}"
         sql += (
             f" WHEN NOT MATCHED AND NOT S.etl_unmatched THEN INSERT ({listed})"
             f" VALUES ({', '.join(f'S.{c}' for c in cols)})"
         )
         return sql
 
-    def _insert_from(self, target: TableContract, stage: str) -> str:
+    def _insert_from(self, target: TableContract, staged: str) -> str:
         cols = ", ".join(target.column_names)
-        source = self.qualified(stage)
-        return f"INSERT INTO {self.qualified(target.name)} ({cols}) SELECT {cols} FROM {source}"
+        return f"INSERT INTO {self.qualified(target.name)} ({cols}) SELECT {cols} FROM {staged} N"
+
+    def _staged_rows(self, target: TableContract, stage: str, load_ids: Sequence[str]) -> str:
+        """The rows of the loads the manifest names, as a subquery in the target's columns."""
+        columns = ", ".join(self.staged_column(f.name, f.type) for f in target.schema)
+        listed = ", ".join(self.literal(i, pa.string()) for i in sorted(set(load_ids))) or "NULL"
+        return f"(SELECT {columns} FROM {self.qualified(stage)} WHERE {LOAD_ID} IN ({listed}))"
 
     def _staged_write(
         self,
@@ -334,10 +397,13 @@ class SqlWarehouse(Warehouse):
     ) -> dict[str, list[dict]]:
         """Stage every target's rows from Ray, then apply ``statements`` in one transaction."""
         existing = {t.name: self._check_schema(t) for t in targets}
+        self.prepare()
         stages = {t.name: f"{t.name}__stage_{uuid.uuid4().hex[:12]}" for t in targets}
+        created: list[str] = []
         try:
             for target in targets:
                 self.execute(self.create_table_sql(stages[target.name], target, staging=True))
+                created.append(stages[target.name])
             writer = partial(
                 stage_block,
                 targets={t.name: t for t in targets},
@@ -348,14 +414,21 @@ class SqlWarehouse(Warehouse):
             )
             manifest = ds.map_batches(writer, batch_format="pyarrow", batch_size=None)
             manifests = collect_manifests(manifest.iter_batches(batch_format="pyarrow", batch_size=None))
-            # Created only once everything is staged, so a failed first write leaves nothing.
+            # Created only once everything is staged, so a run that fails while loading leaves nothing.
             for target in targets:
                 if not existing[target.name]:
                     self.execute(self.create_table_sql(target.name, target, staging=False))
-            self.run_atomically([s for t in targets for s in statements(t, stages[t.name])])
+            work = []
+            for target in targets:
+                load_ids = [row["path"] for row in manifests.get(target.name, [])]
+                work += statements(target, self._staged_rows(target, stages[target.name], load_ids))
+            self.run_atomically(work)
         finally:
-            for stage in stages.values():
-                self.execute(f"DROP TABLE IF EXISTS {self.qualified(stage)}")
+            for stage in created:
+                try:
+                    self.execute(f"DROP TABLE IF EXISTS {self.qualified(stage)}")
+                except Exception as exc:  # the write's own outcome matters more than its litter
+                    log.warning("could not drop staging table %s: %s", self.qualified(stage), exc)
         return manifests
 
     def _result(self, target: TableContract, rows: list[dict], partitions: list[str] | None) -> WriteResult:
