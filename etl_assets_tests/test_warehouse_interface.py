@@ -3,6 +3,7 @@ and BigQuery (the emulator), with real Ray. Contents are read back with each war
 
 import uuid
 from datetime import date
+from pathlib import Path
 
 import dagster as dg
 import pyarrow as pa
@@ -320,3 +321,34 @@ def test_a_quote_in_a_partition_value_is_refused_before_anything_is_written(kind
             ray.data.from_arrow(pa.table({"id": [1], "batch": [bad]})), [batches], [bad]
         )
     assert not place.backend.exists(batches)
+
+
+class LoadsThenDiesOnce:
+    """A worker that loads its block, then dies before reporting it (once per block)."""
+
+    def __init__(self, loader, marker_dir: str):
+        self.loader = loader
+        self.marker_dir = marker_dir
+
+    def __call__(self, table_name: str, rows: pa.Table) -> None:
+        self.loader(table_name, rows)
+        marker = Path(self.marker_dir) / str(rows.column("id")[0].as_py())
+        if not marker.exists():
+            marker.touch()
+            raise RuntimeError("worker lost after its load")
+
+
+@pytest.mark.parametrize("kind", ["snowflake", "bigquery"])
+def test_a_task_retried_after_its_load_landed_adds_nothing(kind, request, tmp_path, monkeypatch):
+    place = Place(warehouse_on(kind, request, tmp_path))
+    context = ray.data.DataContext.get_current()
+    monkeypatch.setattr(context, "retried_map_errors", ["worker lost after its load"])
+    monkeypatch.setattr(context, "max_map_retries", 1)
+    loader = place.backend.stage_loader()
+    monkeypatch.setattr(place.backend, "stage_loader", lambda: LoadsThenDiesOnce(loader, str(tmp_path)))
+    blocks = [rows([1, 2], [D1, D1]), rows([3], [D2])]
+    result = place.backend.replace_window(ray.data.from_arrow(blocks), [DAILY], [D1, D2])
+    # Every block was loaded twice; the table holds each row once.
+    assert len(list(tmp_path.iterdir())) >= 2
+    assert [r["id"] for r in place.content()] == [1, 2, 3]
+    assert result.tables["daily"].rows_written == 3

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 from google.api_core.client_options import ClientOptions
-from google.api_core.exceptions import NotFound
+from google.api_core.exceptions import Forbidden, NotFound, TooManyRequests
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
 from google.oauth2 import service_account
@@ -82,6 +83,7 @@ class BigQueryAccess:
 
 
 _CLIENTS: dict[BigQueryAccess, bigquery.Client] = {}
+LOAD_ATTEMPTS = 6
 
 
 def _client(access: BigQueryAccess) -> bigquery.Client:
@@ -100,7 +102,6 @@ class BigQueryStageLoader:
     def __call__(self, table_name: str, rows: pa.Table) -> None:
         buffer = io.BytesIO()
         pq.write_table(rows, buffer)
-        buffer.seek(0)
         config = bigquery.LoadJobConfig(
             source_format=bigquery.SourceFormat.PARQUET,
             write_disposition=bigquery.WriteDisposition.WRITE_APPEND,
@@ -108,7 +109,17 @@ class BigQueryStageLoader:
         config.parquet_options = bigquery.ParquetOptions()
         config.parquet_options.enable_list_inference = True
         destination = f"{self.access.project}.{self.access.dataset}.{table_name}"
-        _client(self.access).load_table_from_file(buffer, destination, job_config=config).result()
+        for attempt in range(LOAD_ATTEMPTS):
+            buffer.seek(0)
+            try:
+                _client(self.access).load_table_from_file(buffer, destination, job_config=config).result()
+                return
+            except (Forbidden, TooManyRequests) as exc:
+                # Parallel loads into one staging table can pass BigQuery's rate of table updates;
+                # a failed load job loaded nothing, so trying it again is safe.
+                if "rateLimitExceeded" not in str(exc) or attempt == LOAD_ATTEMPTS - 1:
+                    raise
+                time.sleep(min(2**attempt, 30))
 
 
 class BigQueryQueryRunner:
