@@ -9,9 +9,7 @@ orders lake and landing zone from the bucket.
 from __future__ import annotations
 
 import shutil
-import sqlite3
 from datetime import date
-from decimal import Decimal
 from pathlib import Path
 
 import dagster as dg
@@ -21,13 +19,13 @@ import pytest
 
 from etl_assets import definitions
 from etl_assets.contracts import ALL_TABLES
-from etl_assets.resources import RayResource, SourcesResource
 from etl_assets.sample_changes import apply_crm_changes
 from etl_assets.sample_data import SampleSpec, generate
 from etl_assets_tests import expected
-from etl_assets_tests.conftest import PROVENANCE, read_table, run_window, warehouse_on
+from etl_assets_tests.conftest import PROVENANCE, read_table, resources, run_window, warehouse_on
 from etl_assets_tests.test_events import expected_hourly, sorted_hourly
 from etl_assets_tests.test_pipeline import assert_same_table
+from etl_assets_tests.test_transactions import source_rows, warehouse_rows
 
 BACKENDS = ["snowflake", "bigquery", "delta_s3"]
 START = date(2024, 3, 1)
@@ -82,11 +80,7 @@ class Backend:
         )
 
     def resources(self) -> dict:
-        return {
-            "ray_cluster": RayResource(),
-            "sources": SourcesResource(crm_url=self.crm_url, data_dir=self.data_dir),
-            "warehouse": self.warehouse,
-        }
+        return resources(self.data_dir, self.warehouse, self.crm_url)
 
     def table(self, name: str) -> pd.DataFrame:
         return read_table(self.warehouse, name)
@@ -130,21 +124,6 @@ def test_daily_pipeline_equals_duckdb_and_reruns_change_nothing(backend, small_s
         pd.testing.assert_frame_equal(before[name], ranged[name], check_exact=True, obj=f"range {name}")
 
 
-def _transactions_in_source(crm_url: str) -> pd.DataFrame:
-    with sqlite3.connect(crm_url.removeprefix("sqlite:///")) as conn:
-        rows = conn.execute("SELECT transaction_id, amount, status, updated_at FROM transactions").fetchall()
-    frame = pd.DataFrame(rows, columns=["transaction_id", "amount", "status", "updated_at"])
-    frame["amount"] = [Decimal(str(a)).quantize(Decimal("0.01")) for a in frame["amount"]]
-    frame["updated_at"] = pd.to_datetime(frame["updated_at"], utc=True).dt.as_unit("us")
-    return frame.sort_values("transaction_id").reset_index(drop=True)
-
-
-def _transactions_in(backend: Backend) -> pd.DataFrame:
-    frame = backend.table("transactions")[["transaction_id", "amount", "status", "updated_at"]]
-    frame = frame.assign(updated_at=pd.to_datetime(frame["updated_at"], utc=True).dt.as_unit("us"))
-    return frame.sort_values("transaction_id").reset_index(drop=True)
-
-
 def test_merges_are_idempotent_and_order_independent(backend, small_sample):
     instance = dg.DagsterInstance.ephemeral()
     batches = sorted(p.name for p in (small_sample / "sources" / "landing" / "events").iterdir())[:3]
@@ -165,7 +144,7 @@ def test_merges_are_idempotent_and_order_independent(backend, small_sample):
     # Change data capture: a full first load, then exactly the changes, merged by key.
     transactions = [definitions.transactions]
     assert dg.materialize(transactions, resources=backend.resources(), instance=instance).success
-    pd.testing.assert_frame_equal(_transactions_in(backend), _transactions_in_source(backend.crm_url))
+    pd.testing.assert_frame_equal(warehouse_rows(backend.warehouse), source_rows(backend.crm_url))
     apply_crm_changes(backend.crm_url, seed=5)
     assert dg.materialize(transactions, resources=backend.resources(), instance=instance).success
-    pd.testing.assert_frame_equal(_transactions_in(backend), _transactions_in_source(backend.crm_url))
+    pd.testing.assert_frame_equal(warehouse_rows(backend.warehouse), source_rows(backend.crm_url))

@@ -23,6 +23,13 @@ def partition_strings(values: Sequence[PartitionValue]) -> list[str]:
     return sorted({v.isoformat() if isinstance(v, date) else str(v) for v in values})
 
 
+def require_partition_columns(targets: Sequence[TableContract]) -> None:
+    """A partition replace needs every target to have a partition column."""
+    for target in targets:
+        if target.partition_column is None:
+            raise ValueError(f"{target.name} has no partition column: a partition replace needs one")
+
+
 @dataclass(frozen=True)
 class WriteResult:
     """What one write did to one table."""

@@ -25,7 +25,7 @@ from google.cloud import bigquery
 from google.oauth2 import service_account
 
 from etl_assets.contracts import TableContract
-from etl_assets.warehouse.sql import SqlWarehouse, quoted_text
+from etl_assets.warehouse.sql import SqlWarehouse
 
 
 def bigquery_type(arrow_type: pa.DataType) -> str:
@@ -204,18 +204,8 @@ class BigQueryWarehouse(SqlWarehouse):
     def query_runner(self) -> BigQueryQueryRunner:
         return BigQueryQueryRunner(self.access)
 
-    def literal(self, value: str, arrow_type: pa.DataType) -> str:
-        quoted = quoted_text(value)
-        if pa.types.is_date(arrow_type):
-            return f"DATE {quoted}"
-        if pa.types.is_timestamp(arrow_type):
-            return f"TIMESTAMP {quoted}"
-        if pa.types.is_integer(arrow_type):
-            return str(int(value))
-        return quoted
-
-    def bucket_expression(self, column: str, buckets: int) -> str:
-        return f"MOD(ABS({column}), {buckets})"
+    def typed_literal(self, quoted: str, sql_type: str) -> str:
+        return f"{sql_type} {quoted}"
 
 
 def _spelled(field: bigquery.SchemaField) -> str:

@@ -36,6 +36,7 @@ from etl_assets.warehouse.base import (
     Warehouse,
     WriteResult,
     partition_strings,
+    require_partition_columns,
 )
 from etl_assets.warehouse.blocks import (
     MANIFEST_SCHEMA,
@@ -188,9 +189,7 @@ class DeltaWarehouse(Warehouse):
         partitions: Sequence[PartitionValue],
         route: Router | None = None,
     ) -> ReplaceResult:
-        for target in targets:
-            if target.partition_column is None:
-                raise ValueError(f"{target.name} has no partition column: a partition replace needs one")
+        require_partition_columns(targets)
         values = partition_strings(partitions)
         # Schema-checked before any file is written.
         tables = {t.name: self._checked(t) for t in targets}

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import snowflake.connector
 
 from etl_assets.contracts import TableContract
-from etl_assets.warehouse.sql import SqlWarehouse, quoted_text
+from etl_assets.warehouse.sql import SqlWarehouse
 
 # Snowflake's names for what information_schema reports, so a stored column compares with the
 # type the contract asks for.
@@ -59,8 +59,12 @@ def snowflake_type(arrow_type: pa.DataType) -> str:
 _CONNECTIONS: dict[str, Any] = {}
 
 
+def _key(args: Mapping[str, Any]) -> str:
+    return json.dumps(args, sort_keys=True, default=str)
+
+
 def _connection(args: Mapping[str, Any]) -> Any:
-    key = json.dumps(args, sort_keys=True, default=str)
+    key = _key(args)
     conn = _CONNECTIONS.get(key)
     if conn is None or conn.is_closed():
         conn = _CONNECTIONS[key] = snowflake.connector.connect(**args)
@@ -68,7 +72,7 @@ def _connection(args: Mapping[str, Any]) -> Any:
 
 
 def _forget(args: Mapping[str, Any]) -> None:
-    conn = _CONNECTIONS.pop(json.dumps(args, sort_keys=True, default=str), None)
+    conn = _CONNECTIONS.pop(_key(args), None)
     if conn is not None:
         conn.close()
 
@@ -218,15 +222,5 @@ class SnowflakeWarehouse(SqlWarehouse):
     def query_runner(self) -> SnowflakeQueryRunner:
         return SnowflakeQueryRunner(self.args)
 
-    def literal(self, value: str, arrow_type: pa.DataType) -> str:
-        quoted = quoted_text(value)
-        if pa.types.is_date(arrow_type):
-            return f"{quoted}::DATE"
-        if pa.types.is_timestamp(arrow_type):
-            return f"{quoted}::TIMESTAMP_TZ"
-        if pa.types.is_integer(arrow_type):
-            return str(int(value))
-        return quoted
-
-    def bucket_expression(self, column: str, buckets: int) -> str:
-        return f"MOD(ABS({column}), {buckets})"
+    def typed_literal(self, quoted: str, sql_type: str) -> str:
+        return f"{quoted}::{sql_type}"

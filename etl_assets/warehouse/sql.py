@@ -32,6 +32,7 @@ from etl_assets.warehouse.base import (
     Warehouse,
     WriteResult,
     partition_strings,
+    require_partition_columns,
 )
 from etl_assets.warehouse.blocks import (
     MANIFEST_SCHEMA,
@@ -205,12 +206,21 @@ class SqlWarehouse(Warehouse):
         """A picklable query runner for Ray read tasks."""
 
     @abstractmethod
+    def typed_literal(self, quoted: str, sql_type: str) -> str:
+        """A quoted date or timestamp as a literal of that SQL type."""
+
     def literal(self, value: str, arrow_type: pa.DataType) -> str:
         """A partition value (as ``partition_strings`` spells it) as a SQL literal of the column type."""
+        if pa.types.is_integer(arrow_type):
+            return str(int(value))
+        quoted = quoted_text(value)
+        if pa.types.is_date(arrow_type) or pa.types.is_timestamp(arrow_type):
+            return self.typed_literal(quoted, self.sql_type(arrow_type))
+        return quoted
 
-    @abstractmethod
     def bucket_expression(self, column: str, buckets: int) -> str:
         """An expression in 0..buckets-1 computed from an integer column, for read sharding."""
+        return f"MOD(ABS({column}), {buckets})"
 
     def same_type(self, found: str, wanted: str) -> bool:
         """Whether a stored column type is the type the contract asks for."""
@@ -281,9 +291,7 @@ class SqlWarehouse(Warehouse):
         partitions: Sequence[PartitionValue],
         route: Router | None = None,
     ) -> ReplaceResult:
-        for target in targets:
-            if target.partition_column is None:
-                raise ValueError(f"{target.name} has no partition column: a partition replace needs one")
+        require_partition_columns(targets)
         values = partition_strings(partitions)
 
         # Spelled (and so checked) before anything is written.
