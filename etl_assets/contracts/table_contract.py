@@ -127,6 +127,16 @@ class TableContract:
             check.raise_warning = False
         return strict
 
+    @cached_property
+    def keyless_pandera(self) -> pap.DataFrameSchema | None:
+        """``strict_pandera`` without the key's uniqueness, which ``judge_rows`` finds by sorting:
+        pandera hashes every row for it, several times slower on millions of distinct keys."""
+        if self.strict_pandera is None:
+            return None
+        keyless = copy.deepcopy(self.strict_pandera)
+        keyless.unique = None
+        return keyless
+
 
 def _check_code(column: str, check: pap.Check) -> str:
     return f"{column}.{check.name}"

@@ -6,7 +6,7 @@ cases name the row, the column and the check, and are turned here into the contr
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +25,25 @@ from etl_assets.contracts.table_contract import (
 )
 
 CODES = pa.list_(pa.string())
+
+
+def empty_lists(n: int, type_: pa.DataType = CODES) -> pa.ListArray:
+    """``n`` empty lists, built from their offsets (a Python list of ``n`` lists is far slower)."""
+    return pa.ListArray.from_arrays(pa.array(np.zeros(n + 1, np.int32)), pa.array([], type_.value_type))
+
+
+def spread_lists(lists: pa.ListArray, keep: np.ndarray) -> pa.ListArray:
+    """``lists`` placed at the true positions of ``keep``, empty lists elsewhere: new offsets over
+    the same values, with no per-row work."""
+    lengths = np.zeros(len(keep), np.int32)
+    lengths[keep] = pc.list_value_length(lists).to_numpy(zero_copy_only=False)
+    offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int32)])
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), lists.flatten())
+
+
+def repeated(value: object, n: int, type_: pa.DataType) -> pa.Array:
+    """``value`` ``n`` times, without building a Python list of ``n`` items."""
+    return pa.repeat(pa.scalar(value, type_), n)
 
 
 @dataclass(frozen=True)
@@ -68,22 +87,51 @@ def _failure_code(contract: TableContract, row: Mapping) -> str | None:
     return None
 
 
-def judge_rows(table: pa.Table, contract: TableContract) -> RowVerdicts:
+def repeated_keys(frame: pl.DataFrame, keys: Sequence[str]) -> np.ndarray:
+    """Boolean mask of the rows whose ``keys`` value another row also has (nulls equal nulls, as
+    pandera's uniqueness check counts them). One key column is sorted rather than hashed: faster on
+    millions of distinct values, and repeated values are rare."""
+    if len(keys) > 1:
+        return frame.select(keys).is_duplicated().to_numpy()
+    column = frame.get_column(keys[0])
+    ordered = column.drop_nulls().sort()
+    tail, head = ordered.slice(1), ordered.slice(0, max(len(ordered) - 1, 0))
+    repeated = column.is_in(tail.filter(tail == head).unique())
+    if column.null_count() > 1:
+        repeated = repeated | column.is_null()
+    return repeated.fill_null(False).to_numpy()
+
+
+def judge_rows(table: pa.Table, contract: TableContract, *, judge_key: bool = True) -> RowVerdicts:
     """Evaluate every rule of ``contract`` on ``table`` (already cast to the contract's types).
 
-    A failure that is not about rows (a missing column, a wrong type) raises ``SchemaMismatch``
-    naming the table, the column and the check.
+    With ``judge_key`` false the key's uniqueness is not judged (a writer's block is not a unit the
+    key is unique in). A failure that is not about rows (a missing column, a wrong type) raises
+    ``SchemaMismatch`` naming the table, the column and the check.
     """
     n = table.num_rows
-    empty = pa.array([[]] * n, CODES)
-    if contract.strict_pandera is None or n == 0:
+    empty = empty_lists(n)
+    if contract.keyless_pandera is None or n == 0:
         return RowVerdicts(empty, empty)
     frame = pl.from_arrow(table)
+    key_rows = np.flatnonzero(repeated_keys(frame, contract.keys)) if judge_key and contract.keys else []
     try:
-        contract.strict_pandera.validate(frame, lazy=True)
-        return RowVerdicts(empty, empty)
+        contract.keyless_pandera.validate(frame, lazy=True)
+        cases = None
     except pandera_errors.SchemaErrors as errors:
         cases = errors.failure_cases
+    if cases is None and not len(key_rows):
+        return RowVerdicts(empty, empty)
+    if cases is None:
+        cases = pl.DataFrame(
+            schema={
+                "schema_context": pl.String,
+                "column": pl.String,
+                "check": pl.String,
+                "check_number": pl.Int32,
+                "index": pl.Int32,
+            }
+        )
     kinds = cases.select(["schema_context", "column", "check", "check_number"]).unique()
     codes = {}
     for kind in kinds.iter_rows(named=True):
@@ -114,12 +162,19 @@ def judge_rows(table: pa.Table, contract: TableContract) -> RowVerdicts:
         pl.col("code").replace_strict(order, default=len(order), return_dtype=pl.Int64).alias("ordinal"),
         pl.col("code").is_in(list(soft)).alias("is_soft"),
     )
-    failed = (
-        cases.select(["schema_context", "column", "check", "check_number", "index"])
-        .join(lookup, on=["schema_context", "column", "check", "check_number"], nulls_equal=True)
-        .unique(["index", "code"])
-        .sort(["index", "ordinal"])
+    failed = cases.select(["schema_context", "column", "check", "check_number", "index"]).join(
+        lookup, on=["schema_context", "column", "check", "check_number"], nulls_equal=True
     )
+    failed = failed.select(["index", "code", "ordinal", "is_soft"]).with_columns(
+        pl.col("index").cast(pl.Int64)
+    )
+    if len(key_rows):
+        code = contract.key_rule_code
+        key_failures = pl.DataFrame({"index": pl.Series(key_rows, dtype=pl.Int64)}).with_columns(
+            code=pl.lit(code, pl.String), ordinal=pl.lit(order[code], pl.Int64), is_soft=pl.lit(False)
+        )
+        failed = pl.concat([failed, key_failures])
+    failed = failed.unique(["index", "code"]).sort(["index", "ordinal"])
     if contract.keys:
         # A row whose key is missing is reported as missing, not as a duplicate of other such rows.
         missing_key = failed.filter(pl.col("code").is_in([f"{k}.{NOT_NULL}" for k in contract.keys]))
@@ -135,7 +190,7 @@ def judge_rows(table: pa.Table, contract: TableContract) -> RowVerdicts:
 
 def _codes_per_row(failed: pl.DataFrame, n: int) -> pa.ListArray:
     grouped = failed.group_by("index", maintain_order=True).agg(pl.col("code"))
-    rows = pl.DataFrame({"index": np.arange(n, dtype=np.int32)}).join(
+    rows = pl.DataFrame({"index": np.arange(n, dtype=np.int64)}).join(
         grouped, on="index", how="left", maintain_order="left"
     )
     codes = rows.get_column("code").fill_null(pl.lit([], dtype=pl.List(pl.String)))
@@ -150,9 +205,7 @@ def enforce(table: pa.Table, contract: TableContract) -> pa.Table:
     either way. The loads judge keys where a batch is a whole unit (a lake day, a customer's
     versions) and the key checks judge them over whole partitions."""
     table = conform(table, contract, nulls_allowed=True)
-    codes = judge_rows(table, contract).rejecting
-    if contract.key_rule_code:
-        codes = _without(codes, contract.key_rule_code)
+    codes = judge_rows(table, contract, judge_key=False).rejecting
     rejected = pc.greater(pc.list_value_length(codes), 0)
     if pc.any(rejected).as_py():
         counts = rule_counts(codes)
@@ -160,18 +213,6 @@ def enforce(table: pa.Table, contract: TableContract) -> pa.Table:
         broken = ", ".join(f"{code} ({count} rows)" for code, count in counts.items())
         raise ContractViolation(f"{contract.name}: rows break the contract: {broken}; e.g. {example}")
     return conform(table, contract)
-
-
-def _without(codes: pa.ListArray, code: str) -> pa.ListArray:
-    """``codes`` with one code removed from every row's list."""
-    flat = pc.list_flatten(codes)
-    keep = pc.not_equal(flat, code)
-    owners = pc.list_parent_indices(codes).filter(keep)
-    counts = (
-        np.bincount(owners.to_numpy(), minlength=len(codes)) if len(owners) else np.zeros(len(codes), int)
-    )
-    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
-    return pa.ListArray.from_arrays(pa.array(offsets), flat.filter(keep))
 
 
 def rule_counts(codes: pa.ListArray) -> dict[str, int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -24,6 +25,21 @@ def utc_date(column: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
     return pc.cast(pc.cast(column, pa.timestamp("us")), pa.date32())
 
 
+def hash_buckets(column: pa.ChunkedArray | pa.Array, buckets: int) -> np.ndarray:
+    """Each row's bucket in ``range(buckets)`` by a hash of its value; every null in bucket 0.
+    Integers get a multiplicative hash (ids often come in strides a plain modulo would pile into
+    few buckets); other types polars' hash."""
+    if pa.types.is_integer(column.type):
+        values = pc.fill_null(column, 0).to_numpy(zero_copy_only=False).astype(np.uint64)
+        with np.errstate(over="ignore"):
+            hashed = (values * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(33)
+    else:
+        series = pl.from_arrow(column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column)
+        hashed = series.hash(seed=0).to_numpy()
+        hashed[series.is_null().to_numpy()] = 0
+    return (hashed % np.uint64(buckets)).astype(np.int64)
+
+
 def first_row_of_each_group(table: pa.Table, columns: list[str]) -> np.ndarray:
     """Boolean mask keeping the first row of every group of equal ``columns`` values.
 
@@ -33,6 +49,26 @@ def first_row_of_each_group(table: pa.Table, columns: list[str]) -> np.ndarray:
     kept = with_index.group_by(columns, use_threads=False).aggregate([("__row", "min")])
     mask = np.zeros(table.num_rows, dtype=bool)
     mask[kept.column("__row_min").to_numpy()] = True
+    return mask
+
+
+def first_copy_of_each_row(table: pa.Table, key: str) -> np.ndarray:
+    """``first_row_of_each_group(table, table.column_names)`` for a table whose equal rows have
+    equal ``key`` values: only rows whose key repeats, or is null, are compared in full.
+
+    Comparing whole rows (strings included) costs several times more than hashing one column, and
+    repeated keys are rare, so this is where most of a lake day's de-duplication time goes.
+    """
+    keys = pl.from_arrow(table.column(key).combine_chunks())
+    # A sort finds the repeated keys several times faster than a hash over millions of distinct ones.
+    ordered = keys.drop_nulls().sort()
+    repeats = ordered.slice(1).filter(ordered.slice(1) == ordered.slice(0, max(len(ordered) - 1, 0)))
+    candidates = (keys.is_in(repeats.unique()) | keys.is_null()).to_numpy()
+    mask = ~candidates
+    if candidates.any():
+        index = np.flatnonzero(candidates)
+        subset = table.take(pa.array(index))
+        mask[index[first_row_of_each_group(subset, subset.column_names)]] = True
     return mask
 
 

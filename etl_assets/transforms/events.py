@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pajson
 
 from etl_assets.contracts import EVENT_LINES, EVENTS, EVENTS_REJECTS, HOURLY_USER_METRICS, UTC_TS, conform
-from etl_assets.contracts.validation import CODES, first_code, judge_rows, rule_hits
+from etl_assets.contracts.validation import CODES, first_code, judge_rows, repeated, rule_hits
 from etl_assets.transforms.common import first_row_of_each_group
 
 # What one landing line is parsed as: the landing contract's columns, any of them possibly absent.
@@ -89,14 +89,14 @@ def parse_event_file(text: str, source_file: str, batch_id: str) -> pa.Table:
         {
             **columns,
             "raw_line": lines,
-            "source_file": pa.array([source_file] * n, pa.string()),
+            "source_file": repeated(source_file, n, pa.string()),
             "line_number": pa.array(numbers, pa.int64()),
-            "batch_id": pa.array([batch_id] * n, pa.string()),
+            "batch_id": repeated(batch_id, n, pa.string()),
         }
     )
     # Lines that parsed are judged against the landing contract; the others are malformed.
     verdicts = judge_rows(conform(table, EVENT_LINES, nulls_allowed=True), EVENT_LINES)
-    malformed = pa.array([[MALFORMED]] * n, CODES)
+    malformed = pa.repeat(pa.scalar([MALFORMED], CODES), n)
     failed = pc.if_else(pa.array(parsed_mask), verdicts.rejecting, malformed)
     return table.append_column(REASON, first_code(failed)).append_column(FAILED, failed)
 
@@ -129,7 +129,7 @@ PARSED_SCHEMA = pa.schema(
 
 def mark_new_lines(parsed: pa.Table) -> pa.Table:
     """``parse_event_file`` output tagged as this load's lines."""
-    return parsed.append_column(ORIGIN, pa.array(["new"] * parsed.num_rows, pa.string())).cast(PARSED_SCHEMA)
+    return parsed.append_column(ORIGIN, repeated("new", parsed.num_rows, pa.string())).cast(PARSED_SCHEMA)
 
 
 def mark_loaded_ids(event_ids: pa.Table) -> pa.Table:
@@ -137,7 +137,7 @@ def mark_loaded_ids(event_ids: pa.Table) -> pa.Table:
     n = event_ids.num_rows
     columns = {f.name: pa.nulls(n, f.type) for f in PARSED_SCHEMA}
     columns["event_id"] = event_ids.column("event_id").cast(pa.string())
-    columns[ORIGIN] = pa.array(["loaded"] * n, pa.string())
+    columns[ORIGIN] = repeated("loaded", n, pa.string())
     return pa.table(columns, schema=PARSED_SCHEMA)
 
 
@@ -181,7 +181,7 @@ def split_events(block: pa.Table, run_id: str) -> dict[str, pa.Table]:
         else EVENTS.schema.empty_table(),
         EVENTS_REJECTS.name: conform(
             block.filter(rejected).append_column(
-                "run_id", pa.array([run_id] * int(pc.sum(rejected).as_py() or 0), pa.string())
+                "run_id", repeated(run_id, int(pc.sum(rejected).as_py() or 0), pa.string())
             ),
             EVENTS_REJECTS,
         ),

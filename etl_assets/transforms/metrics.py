@@ -8,6 +8,16 @@ import pyarrow.compute as pc
 from etl_assets.contracts import DAILY_CUSTOMER_METRICS, conform
 
 GROUP_KEYS = ["metric_date", "customer_id", "customer_segment"]
+# What ``partial_daily_metrics`` returns.
+PARTIAL_METRICS = pa.schema(
+    [
+        ("metric_date", pa.date32()),
+        ("customer_id", pa.int64()),
+        ("customer_segment", pa.string()),
+        ("total_spend", pa.float64()),
+        ("order_count", pa.int64()),
+    ]
+)
 
 
 def partial_daily_metrics(customer_orders: pa.Table) -> pa.Table:
@@ -17,7 +27,7 @@ def partial_daily_metrics(customer_orders: pa.Table) -> pa.Table:
     partial = renamed.group_by(GROUP_KEYS, use_threads=False).aggregate(
         [("order_amount", "sum"), ("order_amount", "count")]
     )
-    return partial.rename_columns(GROUP_KEYS + ["total_spend", "order_count"])
+    return partial.rename_columns(PARTIAL_METRICS.names).cast(PARTIAL_METRICS)
 
 
 def combine_daily_metrics(partials: pa.Table) -> pa.Table:

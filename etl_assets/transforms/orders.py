@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from etl_assets.contracts import ORDERS, ORDERS_REJECTS, conform
-from etl_assets.contracts.validation import judge_rows, rule_hits
-from etl_assets.transforms.common import first_row_of_each_group
+from etl_assets.contracts.validation import judge_rows, repeated, rule_hits, spread_lists
+from etl_assets.transforms.common import first_copy_of_each_row
 
 LAKE_COLUMNS = ["order_id", "customer_id", "order_ts", "order_amount", "quantity", "channel"]
 REASON = "reject_reason"
@@ -27,20 +28,17 @@ def classify_orders(batch: pa.Table, run_id: str) -> pa.Table:
     copies meet here) and its ``order_date`` column says which lake folder each row came from, so
     the contract's ``order_ts.on_order_date`` rule rejects rows delivered to the wrong day.
     """
-    first_copy = pa.array(first_row_of_each_group(batch, batch.column_names))
-    firsts = conform(batch.filter(first_copy), ORDERS, nulls_allowed=True)
-    verdicts = judge_rows(firsts, ORDERS)
-    index = pc.subtract(pc.cumulative_sum(pc.cast(first_copy, pa.int64())), 1)
-    take = pa.array(index.to_numpy(), mask=pc.invert(first_copy).to_numpy(zero_copy_only=False))
-    reason = pc.if_else(first_copy, verdicts.first_reason.take(take), pa.scalar(DUPLICATE))
-    empty = pa.array([[]] * batch.num_rows, verdicts.rejecting.type)
-    failed = pc.if_else(first_copy, verdicts.rejecting.take(take), empty)
-    soft = pc.if_else(first_copy, verdicts.soft.take(take), empty)
+    first_copy = first_copy_of_each_row(batch, "order_id")
+    verdicts = judge_rows(conform(batch.filter(first_copy), ORDERS, nulls_allowed=True), ORDERS)
+    # Verdicts of first copies spread back over the delivery order; other copies are duplicates.
+    position = np.cumsum(first_copy) - 1
+    reason = verdicts.first_reason.take(pa.array(position, mask=~first_copy))
+    reason = pc.if_else(pa.array(first_copy), reason, pa.scalar(DUPLICATE))
     return (
         batch.append_column(REASON, reason)
-        .append_column(FAILED, failed)
-        .append_column(SOFT, soft)
-        .append_column("run_id", pa.array([run_id] * batch.num_rows, pa.string()))
+        .append_column(FAILED, spread_lists(verdicts.rejecting, first_copy))
+        .append_column(SOFT, spread_lists(verdicts.soft, first_copy))
+        .append_column("run_id", repeated(run_id, batch.num_rows, pa.string()))
     )
 
 

@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from etl_assets.contracts import TRANSACTIONS, UTC_TS, conform
+from etl_assets.contracts.validation import repeated
 from etl_assets.transforms.common import first_row_of_each_group, to_utc_timestamp
 
 SOURCE_COLUMNS = [
@@ -48,7 +49,7 @@ def prepare_transactions(batch: pa.Table, processed_at: datetime) -> pa.Table:
             "updated_at": to_utc_timestamp(batch.column("updated_at")),
             "transaction_month": pc.strftime(day, format="%Y-%m"),
             "is_refund": pc.less(amount, pa.scalar(0, AMOUNT)),
-            "processed_at": pa.array([processed_at] * batch.num_rows, UTC_TS),
+            "processed_at": repeated(processed_at, batch.num_rows, UTC_TS),
         }
     )
     latest_first = table.sort_by([("transaction_id", "ascending"), ("updated_at", "descending")])
