@@ -74,7 +74,10 @@ def partition_groups(table: pa.Table, column: str | None) -> list[tuple[str | No
     if column is None:
         return [(None, table)]
     spelled = table.column(column).cast(pa.string())
-    return [(value, table.filter(pc.equal(spelled, value))) for value in pc.unique(spelled).to_pylist()]
+    values = pc.unique(spelled).to_pylist()
+    if len(values) == 1:
+        return [(values[0], table)]  # the usual block: one day, nothing to filter
+    return [(value, table.filter(pc.equal(spelled, value))) for value in values]
 
 
 def count_rows(name: str, table: pa.Table, column: str | None) -> list[dict]:

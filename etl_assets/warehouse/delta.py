@@ -24,11 +24,11 @@ import pyarrow.parquet as pq
 import ray.data
 from deltalake import DeltaTable
 from deltalake.transaction import AddAction
-from ray.data.datasource import Partitioning
 
+from etl_assets import storage
 from etl_assets.contracts import TableContract
 from etl_assets.contracts.drift import schema_drift
-from etl_assets.contracts.validation import ContractViolation, SchemaMismatch, enforce
+from etl_assets.contracts.validation import ContractViolation, SchemaMismatch, enforce, repeated
 from etl_assets.warehouse.base import (
     PartitionValue,
     ReplaceResult,
@@ -327,14 +327,21 @@ class DeltaWarehouse(Warehouse):
             actions = actions.filter(pc.is_in(partition, value_set=wanted))
         if actions.num_rows == 0:
             return ray.data.from_arrow(schema.empty_table())
-        files = [f"{self.location(table)}/{p}" for p in actions.column("path").to_pylist()]
-        ds = ray.data.read_parquet(
-            files,
-            columns=list(columns),
-            partitioning=Partitioning("hive", base_dir=self.location(table)) if column else None,
-            filesystem=pafs.FileSystem.from_uri(self.location(table))[0],
+        # One Ray task per group of files of about READ_ROWS rows, each read whole with pyarrow:
+        # several times faster than Ray's Parquet datasource on a few large files, and the
+        # partition value comes from the Delta log instead of being parsed from paths.
+        paths = [f"{self.location(table)}/{p}" for p in actions.column("path").to_pylist()]
+        values = (
+            actions.column(f"partition.{column}").cast(pa.string()).to_pylist()
+            if column
+            else [None] * len(paths)
         )
-        return ds.map_batches(partial(_to_schema, schema=schema), batch_format="pyarrow", batch_size=None)
+        groups = _file_groups(paths, values, actions.column("num_records").to_pylist())
+        return ray.data.from_arrow(groups).map_batches(
+            partial(_read_files, schema=schema, partition_column=column if column in columns else None),
+            batch_format="pyarrow",
+            batch_size=None,
+        )
 
     def scan(
         self,
@@ -366,8 +373,40 @@ def _sql_literal(value: object) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _to_schema(batch: pa.Table, schema: pa.Schema) -> pa.Table:
-    return pa.Table.from_arrays([batch.column(f.name).cast(f.type) for f in schema], schema=schema)
+# A read task takes files until it holds about this many rows.
+READ_ROWS = 1_000_000
+READ_ITEMS = pa.schema([("path", pa.string()), ("partition_value", pa.string())])
+
+
+def _file_groups(paths: list[str], values: list[str | None], rows: list[int | None]) -> list[pa.Table]:
+    groups, current, held = [], [], 0
+    for path, value, count in zip(paths, values, rows):
+        current.append({"path": path, "partition_value": value})
+        held += count or 0
+        if held >= READ_ROWS:
+            groups.append(current)
+            current, held = [], 0
+    if current:
+        groups.append(current)
+    return [pa.Table.from_pylist(g, schema=READ_ITEMS) for g in groups]
+
+
+def _read_files(items: pa.Table, schema: pa.Schema, partition_column: str | None) -> pa.Table:
+    """Runs in a Ray task: the listed files of a table, with their partition value, as ``schema``."""
+    stored = [f.name for f in schema if f.name != partition_column]
+    tables = []
+    for path, value in zip(items.column("path").to_pylist(), items.column("partition_value").to_pylist()):
+        fs, on_fs = storage.filesystem(path)
+        table = pq.read_table(on_fs, columns=stored, filesystem=fs)
+        if partition_column is not None:
+            kind = schema.field(partition_column).type
+            table = table.append_column(
+                partition_column, repeated(value, table.num_rows, pa.string()).cast(kind)
+            )
+        tables.append(
+            pa.Table.from_arrays([table.column(f.name).cast(f.type) for f in schema], schema=schema)
+        )
+    return pa.concat_tables(tables)
 
 
 def _add_action(f: dict) -> AddAction:
