@@ -8,14 +8,22 @@ from etl_assets.assets.customers import customers
 from etl_assets.assets.metadata import definition_metadata, same_columns, write_metadata
 from etl_assets.contracts import CUSTOMER_ORDERS, CUSTOMERS, DAILY_CUSTOMER_METRICS, ORDERS
 from etl_assets.partitions import window_days
-from etl_assets.ray_steps import broadcast_join, co_locate, map_blocks, timed
+from etl_assets.ray_steps import (
+    broadcast_join,
+    bucketed,
+    buckets_for,
+    exchange,
+    ignore_bucket,
+    map_blocks,
+    timed,
+)
 from etl_assets.resources import RayResource, WarehouseResource
 from etl_assets.transforms.customer_orders import (
     DIMENSION_COLUMNS,
     join_point_in_time,
     prepare_dimension,
 )
-from etl_assets.transforms.metrics import combine_daily_metrics, partial_daily_metrics
+from etl_assets.transforms.metrics import PARTIAL_METRICS, combine_daily_metrics, partial_daily_metrics
 
 CUSTOMER_ORDERS_LINEAGE = {
     **same_columns("orders", ORDERS.column_names),
@@ -79,13 +87,18 @@ def daily_customer_metrics(
     """Per `metric_date, customer_id, customer_segment` (segment at order time; null for orphan
     orders): `total_spend = sum(order_amount)`, `order_count = count(order_id)`,
     `avg_order_value = mean(order_amount)`. Each block is aggregated where it lies; only the
-    small partial sums are shuffled by customer."""
+    small partial sums are exchanged by customer."""
     days = window_days(context)
     backend = warehouse.backend()
     columns = ["order_date", "customer_id", "customer_segment", "order_amount"]
     with source_failures(), timed() as timer:
-        partials = map_blocks(backend.read(CUSTOMER_ORDERS, days, columns), partial_daily_metrics)
-        metrics = map_blocks(co_locate(partials, ["customer_id"]), combine_daily_metrics)
+        counts = backend.partition_row_counts(CUSTOMER_ORDERS)
+        buckets = buckets_for(sum(counts.get(d.isoformat(), 0) for d in days))
+        partials = map_blocks(
+            backend.read(CUSTOMER_ORDERS, days, columns),
+            bucketed(partial_daily_metrics, "customer_id", buckets),
+        )
+        metrics = exchange(partials, buckets, ignore_bucket(combine_daily_metrics), PARTIAL_METRICS)
         result = backend.replace_window(metrics, [DAILY_CUSTOMER_METRICS], days).tables[
             DAILY_CUSTOMER_METRICS.name
         ]

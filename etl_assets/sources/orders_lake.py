@@ -1,4 +1,10 @@
-"""The orders lake: hive-partitioned Parquet, one folder per UTC day, read one day per Ray task."""
+"""The orders lake: hive-partitioned Parquet, one folder per UTC day.
+
+A day is judged in buckets of its rows by order id: every copy of a row, and every row sharing an
+order id, lands in the same bucket, so a bucket is a unit for de-duplication and the key rule just
+as the whole day is, and the buckets of a day are judged in parallel with bounded memory. Readers
+take a file's row groups a few at a time and split them among the buckets (Ray tasks returning one
+object per bucket); one task per bucket then gathers its parts and runs the day's transform."""
 
 from __future__ import annotations
 
@@ -10,16 +16,22 @@ from functools import partial
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import ray
 import ray.data
 
 from etl_assets import storage
 from etl_assets.contracts.drift import schema_drift
+from etl_assets.contracts.validation import repeated
+from etl_assets.ray_steps import BUCKET_ROWS, exchange, sorted_into_buckets
 from etl_assets.sample_data import ORDERS_SCHEMA
 from etl_assets.sources.crm import SourceError
+from etl_assets.transforms.common import hash_buckets
 
 log = logging.getLogger(__name__)
 LAKE_SCHEMA = ORDERS_SCHEMA
 DayTransform = Callable[[pa.Table], pa.Table]
+# What a day's transform sees: the lake's columns and the day of the folder each row came from.
+DAY_SCHEMA = LAKE_SCHEMA.append(pa.field("order_date", pa.date32()))
 
 
 @dataclass(frozen=True)
@@ -29,6 +41,8 @@ class LakeDay:
     rows: int
     # Columns the files hold that the contract does not know: ignored, name -> type.
     ignored_columns: dict[str, str] = field(default_factory=dict)
+    # Rows of each row group, per file (in the order of ``files``).
+    row_groups: tuple[tuple[int, ...], ...] = ()
 
 
 def day_folder(lake_dir: str, day: date) -> str:
@@ -50,6 +64,7 @@ def inspect_days(lake_dir: str, days: Sequence[date]) -> list[LakeDay]:
             raise SourceError(f"orders lake partition {folder} is missing or holds no Parquet files")
         rows = 0
         ignored: dict[str, str] = {}
+        row_groups = []
         for path in files:
             try:
                 fs, on_fs = storage.filesystem(path)
@@ -64,8 +79,26 @@ def inspect_days(lake_dir: str, days: Sequence[date]) -> list[LakeDay]:
                 log.warning("orders lake file %s: ignoring %s", path, drift.describe())
                 ignored.update({name: str(type_) for name, type_ in drift.added})
             rows += meta.num_rows
-        found.append(LakeDay(day, tuple(files), rows, ignored))
+            row_groups.append(tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups)))
+        found.append(LakeDay(day, tuple(files), rows, ignored, tuple(row_groups)))
     return found
+
+
+# A read task takes consecutive row groups of a file up to about this many rows.
+PIECE_ROWS = 1_000_000
+PIECES = pa.schema(
+    [
+        ("location", pa.string()),
+        ("row_groups", pa.list_(pa.int64())),
+        ("day", pa.date32()),
+        ("first_bucket", pa.int64()),
+        ("buckets", pa.int64()),
+    ]
+)
+
+
+def _to_lake_schema(table: pa.Table) -> pa.Table:
+    return pa.Table.from_arrays([table.column(f.name).cast(f.type) for f in LAKE_SCHEMA], schema=LAKE_SCHEMA)
 
 
 def _read_file(location: str) -> pa.Table:
@@ -73,25 +106,90 @@ def _read_file(location: str) -> pa.Table:
     return pq.read_table(path, columns=LAKE_SCHEMA.names, schema=LAKE_SCHEMA, filesystem=fs)
 
 
-def _read_day(batch: pa.Table, transform: DayTransform) -> pa.Table:
+def _with_day(table: pa.Table, day: date) -> pa.Table:
+    return table.append_column("order_date", repeated(day, table.num_rows, pa.date32()))
+
+
+def _split_pieces(batch: pa.Table) -> pa.Table:
+    """Runs in a Ray task: some row groups of lake files, each row tagged with its day's bucket."""
     tables = []
-    for day, files in zip(batch.column("day").to_pylist(), batch.column("files").to_pylist()):
-        table = pa.concat_tables(_read_file(f) for f in files)
-        table = table.append_column("order_date", pa.array([day] * table.num_rows, pa.date32()))
-        tables.append(transform(table))
+    for piece in batch.to_pylist():
+        fs, path = storage.filesystem(piece["location"])
+        try:
+            with fs.open_input_file(path) as handle:
+                table = pq.ParquetFile(handle).read_row_groups(piece["row_groups"], columns=LAKE_SCHEMA.names)
+        except Exception as exc:
+            raise SourceError(f"orders lake file {piece['location']} is unreadable: {exc}") from exc
+        table = _with_day(_to_lake_schema(table), piece["day"])
+        bucket = piece["first_bucket"] + hash_buckets(table.column("order_id"), piece["buckets"])
+        tables.append(sorted_into_buckets(table, bucket))
     return pa.concat_tables(tables)
 
 
-def read_orders_days(days: Sequence[LakeDay], transform: DayTransform) -> ray.data.Dataset:
-    """One Ray task per lake day: the day's files are read together and ``transform`` sees the
-    whole day, so exact duplicates delivered in different files meet in one batch."""
-    items = pa.table(
+def _row_group_runs(groups: Sequence[int]) -> list[list[int]]:
+    """Consecutive row groups of a file, in runs of about ``PIECE_ROWS`` rows."""
+    runs: list[list[int]] = []
+    rows = 0
+    for index, count in enumerate(groups):
+        if not runs or rows + count > PIECE_ROWS:
+            runs.append([])
+            rows = 0
+        runs[-1].append(index)
+        rows += count
+    return runs
+
+
+def _pieces(day: LakeDay, first_bucket: int, buckets: int) -> list[dict]:
+    return [
         {
-            "day": pa.array([d.day for d in days], pa.date32()),
-            "files": pa.array([list(d.files) for d in days], pa.list_(pa.string())),
+            "location": location,
+            "row_groups": run,
+            "day": day.day,
+            "first_bucket": first_bucket,
+            "buckets": buckets,
         }
+        for location, groups in zip(day.files, day.row_groups)
+        for run in _row_group_runs(groups)
+    ]
+
+
+def _read_day(batch: pa.Table, transform: DayTransform) -> pa.Table:
+    tables = []
+    for day, files in zip(batch.column("day").to_pylist(), batch.column("files").to_pylist()):
+        tables.append(transform(_with_day(pa.concat_tables(_read_file(f) for f in files), day)))
+    return pa.concat_tables(tables)
+
+
+def _judge_bucket(rows: pa.Table, bucket: int, days: list[date], transform: DayTransform) -> pa.Table:
+    # A bucket no row fell in is still its day's (empty) batch.
+    return transform(rows if rows.num_rows else _with_day(LAKE_SCHEMA.empty_table(), days[bucket]))
+
+
+def read_orders_days(days: Sequence[LakeDay], transform: DayTransform) -> ray.data.Dataset:
+    """The window's lake days through ``transform``, a whole day or a bucket of one at a time.
+
+    When every day fits in a bucket, one task per day reads its files and runs ``transform``.
+    Otherwise each day is split into buckets by order id (see the module docstring), so exact
+    duplicates delivered in different files, and rows sharing an order id, still meet in one batch.
+    """
+    if all(d.rows <= BUCKET_ROWS for d in days):
+        items = pa.table(
+            {
+                "day": pa.array([d.day for d in days], pa.date32()),
+                "files": pa.array([list(d.files) for d in days], pa.list_(pa.string())),
+            }
+        )
+        return ray.data.from_arrow([items.slice(i, 1) for i in range(items.num_rows)]).map_batches(
+            partial(_read_day, transform=transform), batch_format="pyarrow", batch_size=1
+        )
+    pieces, bucket_days = [], []
+    for day in days:
+        buckets = max(1, -(-day.rows // BUCKET_ROWS))
+        pieces += _pieces(day, len(bucket_days), buckets)
+        bucket_days += [day.day] * buckets
+    table = pa.Table.from_pylist(pieces, schema=PIECES)
+    tagged = ray.data.from_arrow([table.slice(i, 1) for i in range(table.num_rows)]).map_batches(
+        _split_pieces, batch_format="pyarrow", batch_size=1
     )
-    blocks = [items.slice(i, 1) for i in range(items.num_rows)]
-    return ray.data.from_arrow(blocks).map_batches(
-        partial(_read_day, transform=transform), batch_format="pyarrow", batch_size=1
-    )
+    reduce = partial(_judge_bucket, days=bucket_days, transform=transform)
+    return exchange(tagged, len(bucket_days), reduce, DAY_SCHEMA)
