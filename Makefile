@@ -13,7 +13,7 @@ SAMPLE := $(ETL_DATA_DIR)/sources/crm.db
 DAILY_ASSETS := raw_customers,customers,orders,orders_rejects,customer_orders,daily_customer_metrics
 EVENT_ASSETS := events,events_rejects,hourly_user_metrics
 RANGE := 2024-01-01...2024-01-14
-ORDERS ?= 1000000
+ORDERS ?= 1000000 10000000
 
 # The BigQuery emulator lives in a venv of its own: it pins a DuckDB whose extensions are on PyPI
 # (the machine reaches no other download site), and DuckDB finds them under the emulator's HOME.
@@ -22,7 +22,12 @@ EMULATOR_STAMP := $(EMULATOR)/.installed-stamp
 EMULATOR_DUCKDB := 1.5.5
 EMULATOR_EXTENSIONS := $(EMULATOR)/home/.duckdb/extensions/v$(EMULATOR_DUCKDB)/linux_amd64
 
-.PHONY: setup emulators sample dev demo test bench lint format clean new-event-batch crm-changes
+# A persistent local Ray (`make ray-up`): runs of `make dev` and `make demo` connect to it.
+RAY_STATE := .ray
+PERSISTENT_RAY = $(shell cat $(RAY_STATE)/address 2>/dev/null)
+
+.PHONY: setup emulators sample dev demo test bench bench-all ray-up ray-down lint format clean \
+	new-event-batch crm-changes
 
 setup: $(STAMP)
 
@@ -54,8 +59,9 @@ $(DAGSTER_HOME)/dagster.yaml:
 	ln -sf ../dagster.yaml $@
 
 dev: setup sample $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/dagster dev -w workspace.yaml
+	RAY_ADDRESS=$${RAY_ADDRESS:-$(PERSISTENT_RAY)} $(BIN)/dagster dev -w workspace.yaml
 
+demo: export RAY_ADDRESS := $(or $(RAY_ADDRESS),$(PERSISTENT_RAY))
 demo: setup sample $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster asset materialize -m etl_assets.definitions \
 		--select "$(DAILY_ASSETS)" --partition-range "$(RANGE)"
@@ -76,7 +82,13 @@ test: setup emulators
 	$(BIN)/pytest
 
 bench: setup
-	$(BIN)/python -m benchmarks.daily_etl --orders $(ORDERS)
+	$(BIN)/python -m benchmarks.daily_chain --orders $(ORDERS)
+
+ray-up: setup
+	$(BIN)/python -m etl_assets.ray_cluster up
+
+ray-down: setup
+	$(BIN)/python -m etl_assets.ray_cluster down
 
 lint: setup
 	$(BIN)/ruff check .

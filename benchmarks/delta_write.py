@@ -24,9 +24,9 @@ import pyarrow as pa
 import ray
 from deltalake import DeltaTable, write_deltalake
 
-from benchmarks.daily_etl import DAY, HERE, sample
 from benchmarks.private_ray import private_ray
 from benchmarks.rss import peak_rss
+from benchmarks.samples import DAY, HERE, sample
 from etl_assets.contracts import ORDERS
 from etl_assets.sources.orders_lake import inspect_days, read_orders_days
 from etl_assets.transforms.orders import classify_orders, split_classified

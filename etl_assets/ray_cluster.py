@@ -1,0 +1,129 @@
+"""A persistent local Ray for many runs: ``make ray-up`` / ``make ray-down``.
+
+    python -m etl_assets.ray_cluster up      # starts it, prints its address
+    python -m etl_assets.ray_cluster down    # stops exactly the Ray it started
+
+Runs started with ``RAY_ADDRESS`` set to the printed address (``make dev`` and ``make demo`` set it
+when this Ray is up) connect to it instead of starting a private Ray each: a daily run saves Ray's
+start-up and its workers' imports. The head runs as ``ray start --block`` in a session of its own;
+stopping it signals that session only, never other Rays on the machine (no ``ray stop``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+STATE = Path(os.environ.get("ETL_RAY_STATE", ".ray"))
+HOST = "127.0.0.1"
+START_TIMEOUT = 60
+# `ray start --block` drains its processes for up to about 30 s after SIGTERM.
+STOP_TIMEOUT = 45
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((HOST, port)) == 0
+
+
+def running_pid() -> int | None:
+    pid_file = STATE / "head.pid"
+    if pid_file.exists():
+        pid = int(pid_file.read_text())
+        if _alive(pid):
+            return pid
+    return None
+
+
+def up(num_cpus: int | None, object_store_mb: int) -> str:
+    if running_pid() is not None:
+        return (STATE / "address").read_text().strip()
+    STATE.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    # Ray's socket paths must stay short: its temp dir lives directly under the system temp dir.
+    temp_dir = tempfile.mkdtemp(prefix="etl_ray_head_", dir="/tmp")
+    command = [
+        str(Path(sys.executable).parent / "ray"),
+        "start",
+        "--head",
+        "--block",
+        # Without it the head advertises the machine's outward address, which clients here may
+        # not reach; the address printed below is the loopback one.
+        f"--node-ip-address={HOST}",
+        f"--port={port}",
+        f"--object-store-memory={object_store_mb * 2**20}",
+        f"--temp-dir={temp_dir}",
+        "--include-dashboard=false",
+        "--disable-usage-stats",
+    ]
+    if num_cpus:
+        command.append(f"--num-cpus={num_cpus}")
+    with open(STATE / "head.log", "w") as log:
+        head = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    (STATE / "head.pid").write_text(str(head.pid))
+    (STATE / "temp_dir").write_text(temp_dir)
+    address = f"{HOST}:{port}"
+    deadline = time.monotonic() + START_TIMEOUT
+    while not _listening(port):
+        if head.poll() is not None or time.monotonic() > deadline:
+            down()
+            raise SystemExit(f"ray head did not start; see {STATE / 'head.log'}")
+        time.sleep(0.2)
+    (STATE / "address").write_text(address + "\n")
+    return address
+
+
+def down() -> None:
+    pid = running_pid()
+    if pid is not None:
+        # The head was started in a session of its own: its group is exactly what it started.
+        os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if _alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+        temp_dir = STATE / "temp_dir"
+        if temp_dir.exists():
+            shutil.rmtree(temp_dir.read_text(), ignore_errors=True)
+    for name in ("head.pid", "address", "temp_dir"):
+        (STATE / name).unlink(missing_ok=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("action", choices=["up", "down"])
+    parser.add_argument("--num-cpus", type=int, default=None)
+    parser.add_argument("--object-store-mb", type=int, default=1024)
+    args = parser.parse_args()
+    if args.action == "up":
+        print(up(args.num_cpus, args.object_store_mb))
+    else:
+        down()
+
+
+if __name__ == "__main__":
+    main()
