@@ -1,18 +1,21 @@
 """A persistent local Ray for many runs: ``make ray-up`` / ``make ray-down``.
 
-    python -m etl_assets.ray_cluster up      # starts it, prints its address
+    python -m etl_assets.ray_cluster up      # starts it, prints the variables that reach it
     python -m etl_assets.ray_cluster down    # stops exactly the Ray it started
 
-Runs started with ``RAY_ADDRESS`` set to the printed address (``make dev`` and ``make demo`` set it
-when this Ray is up) connect to it instead of starting a private Ray each: a daily run saves Ray's
-start-up and its workers' imports. The head runs as ``ray start --block`` in a session of its own;
-stopping it signals that session only, never other Rays on the machine (no ``ray stop``).
+Runs started with those variables (``make dev`` and ``make demo`` set them when this Ray is up)
+connect to it instead of starting a private Ray each: a daily run saves Ray's start-up and its
+workers' imports. The cluster takes token authentication, with a token made for it and kept
+(readable by its owner only) beside its address. The head runs as ``ray start --block`` in a
+session of its own; stopping it signals that session only, never other Rays on the machine (no
+``ray stop``).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -58,10 +61,24 @@ def running_pid() -> int | None:
     return None
 
 
-def up(num_cpus: int | None, object_store_mb: int) -> str:
+def client_env() -> dict[str, str]:
+    """The variables a run needs to connect to the running cluster (empty when none runs)."""
+    if running_pid() is None or not (STATE / "address").exists():
+        return {}
+    return {
+        "RAY_ADDRESS": (STATE / "address").read_text().strip(),
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN_PATH": str((STATE / "auth_token").resolve()),
+    }
+
+
+def up(num_cpus: int | None, object_store_mb: int) -> dict[str, str]:
     if running_pid() is not None:
-        return (STATE / "address").read_text().strip()
+        return client_env()
     STATE.mkdir(parents=True, exist_ok=True)
+    token = STATE / "auth_token"
+    token.touch(mode=0o600)
+    token.write_text(secrets.token_hex(32))
     port = _free_port()
     # Ray's socket paths must stay short: its temp dir lives directly under the system temp dir.
     temp_dir = tempfile.mkdtemp(prefix="etl_ray_head_", dir="/tmp")
@@ -81,8 +98,11 @@ def up(num_cpus: int | None, object_store_mb: int) -> str:
     ]
     if num_cpus:
         command.append(f"--num-cpus={num_cpus}")
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token.resolve())}
     with open(STATE / "head.log", "w") as log:
-        head = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        head = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
+        )
     (STATE / "head.pid").write_text(str(head.pid))
     (STATE / "temp_dir").write_text(temp_dir)
     address = f"{HOST}:{port}"
@@ -93,7 +113,7 @@ def up(num_cpus: int | None, object_store_mb: int) -> str:
             raise SystemExit(f"ray head did not start; see {STATE / 'head.log'}")
         time.sleep(0.2)
     (STATE / "address").write_text(address + "\n")
-    return address
+    return client_env()
 
 
 def down() -> None:
@@ -109,7 +129,7 @@ def down() -> None:
         temp_dir = STATE / "temp_dir"
         if temp_dir.exists():
             shutil.rmtree(temp_dir.read_text(), ignore_errors=True)
-    for name in ("head.pid", "address", "temp_dir"):
+    for name in ("head.pid", "address", "temp_dir", "auth_token"):
         (STATE / name).unlink(missing_ok=True)
 
 
@@ -120,7 +140,8 @@ def main() -> None:
     parser.add_argument("--object-store-mb", type=int, default=1024)
     args = parser.parse_args()
     if args.action == "up":
-        print(up(args.num_cpus, args.object_store_mb))
+        for name, value in up(args.num_cpus, args.object_store_mb).items():
+            print(f"export {name}={value}")
     else:
         down()
 

@@ -4,7 +4,7 @@ a small table."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -22,9 +22,17 @@ def shuffle_blocks() -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
-def co_locate(ds: ray.data.Dataset, keys: Sequence[str]) -> ray.data.Dataset:
-    """Hash-partition ``ds`` on ``keys`` so that rows with equal keys share a block."""
-    return ds.repartition(shuffle_blocks(), keys=list(keys))
+def co_locate(
+    ds: ray.data.Dataset, key: str, fn: Callable[[pa.Table], pa.Table], rows: int | None = None
+) -> ray.data.Dataset:
+    """``fn`` on groups of ``ds``'s rows in which every row sharing a ``key`` value meets (an
+    ``exchange`` by a hash of ``key``); ``rows``, when known, sizes the buckets."""
+    buckets = buckets_for(rows or 0)
+    return exchange(map_blocks(ds, bucketed(_same, key, buckets)), buckets, ignore_bucket(fn))
+
+
+def _same(table: pa.Table) -> pa.Table:
+    return table
 
 
 BUCKET = "__bucket"
@@ -53,39 +61,32 @@ def _bucket_rows(block: pa.Table, bucket: int) -> pa.Table:
 
 
 def _gather(
-    batch: pa.Table,
-    block_refs: list[ray.ObjectRef],
-    reduce: Callable[[pa.Table, int], pa.Table],
-    schema: pa.Schema,
-) -> pa.Table:
+    batch: pa.Table, block_refs: list[ray.ObjectRef], reduce: Callable[[pa.Table, int], pa.Table]
+) -> Iterator[pa.Table]:
     # Arrow blocks are read from the object store without a copy: only the bucket's slices are touched.
     blocks = [block for block in ray.get(block_refs) if block.num_rows]
-    out = []
     for bucket in batch.column("bucket").to_pylist():
-        parts = [_bucket_rows(block, bucket).cast(schema) for block in blocks]
-        out.append(reduce(pa.concat_tables(parts) if parts else schema.empty_table(), bucket))
-    return pa.concat_tables(out)
+        parts = [_bucket_rows(block, bucket) for block in blocks]
+        rows = pa.concat_tables(parts, promote_options="permissive") if parts else None
+        if rows is not None and rows.num_rows:
+            yield reduce(rows, bucket)
 
 
 def exchange(
-    tagged: ray.data.Dataset,
-    buckets: int,
-    reduce: Callable[[pa.Table, int], pa.Table],
-    schema: pa.Schema,
+    tagged: ray.data.Dataset, buckets: int, reduce: Callable[[pa.Table, int], pa.Table]
 ) -> ray.data.Dataset:
-    """Gather the rows of every bucket in one task and run ``reduce(rows, bucket)`` there. The
-    blocks of ``tagged`` come from ``sorted_into_buckets``; ``schema`` is their rows' (a bucket no
-    row fell in is an empty table of it).
+    """Gather the rows of every bucket in one task and run ``reduce(rows, bucket)`` there; a bucket
+    no row fell in yields nothing. The blocks of ``tagged`` come from ``sorted_into_buckets``.
 
     A shuffle in two steps of plain tasks: the map side runs to completion with its blocks left in
     the object store (the driver holds only their references), then one task per bucket slices its
     rows out of every block. On a small cluster this costs a fraction of Ray Data's hash shuffle,
-    which routes every row through aggregator actors.
+    which starts aggregator actors and routes every row through them.
     """
     refs = tagged.to_arrow_refs()
     items = [pa.table({"bucket": pa.array([b], pa.int64())}) for b in range(buckets)]
     return ray.data.from_arrow(items).map_batches(
-        partial(_gather, block_refs=refs, reduce=reduce, schema=schema), batch_format="pyarrow", batch_size=1
+        partial(_gather, block_refs=refs, reduce=reduce), batch_format="pyarrow", batch_size=1
     )
 
 

@@ -5,20 +5,23 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import ray
-from dagster_gcp import BigQueryResource
-from dagster_snowflake import SnowflakeResource
 from pydantic import Field, PrivateAttr
 from ray.data import DataContext, ExecutionResources
 
 from etl_assets import storage
 from etl_assets.settings import load_settings
 from etl_assets.warehouse.base import Warehouse
-from etl_assets.warehouse.bigquery import BigQueryAccess, BigQueryWarehouse
 from etl_assets.warehouse.delta import DeltaWarehouse
-from etl_assets.warehouse.snowflake import SnowflakeWarehouse
+
+# The cloud clients (dagster-snowflake, dagster-gcp and what they pull in) take seconds to import;
+# they are imported only when their warehouse is chosen, so every run does not pay for them.
+if TYPE_CHECKING:
+    from dagster_gcp import BigQueryResource
+    from dagster_snowflake import SnowflakeResource
 
 RAY_DATA_LOGGER = "ray.data"
 
@@ -131,11 +134,13 @@ class WarehouseResource(dg.ConfigurableResource):
         default_factory=lambda: load_settings().warehouse_dir,
         description="Delta: folder or object-store URI (s3://, gs://) under which each table lives.",
     )
-    snowflake: SnowflakeResource | None = Field(
-        default=None, description="Snowflake: the connection (ETL_WAREHOUSE=snowflake)."
+    # Typed as any resource so that dagster-snowflake and dagster-gcp load only when used; a
+    # SnowflakeResource and a BigQueryResource respectively.
+    snowflake: dg.ConfigurableResource | None = Field(
+        default=None, description="Snowflake: a SnowflakeResource (ETL_WAREHOUSE=snowflake)."
     )
-    bigquery: BigQueryResource | None = Field(
-        default=None, description="BigQuery: the client (ETL_WAREHOUSE=bigquery)."
+    bigquery: dg.ConfigurableResource | None = Field(
+        default=None, description="BigQuery: a BigQueryResource (ETL_WAREHOUSE=bigquery)."
     )
     bigquery_dataset: str = Field(
         default_factory=lambda: os.environ.get("BIGQUERY_DATASET", "etl_assets"),
@@ -152,12 +157,16 @@ class WarehouseResource(dg.ConfigurableResource):
         if self.kind == "snowflake":
             if self.snowflake is None:
                 raise ValueError("ETL_WAREHOUSE=snowflake needs the SNOWFLAKE_* variables (see the README)")
+            from etl_assets.warehouse.snowflake import SnowflakeWarehouse
+
             # The resource's own connection arguments (key-pair auth and extra arguments included),
             # so Ray workers open the same connection the resource would.
             return SnowflakeWarehouse(self.snowflake._connection_args)
         if self.kind == "bigquery":
             if self.bigquery is None:
                 raise ValueError("ETL_WAREHOUSE=bigquery needs the BIGQUERY_* variables (see the README)")
+            from etl_assets.warehouse.bigquery import BigQueryAccess, BigQueryWarehouse
+
             return BigQueryWarehouse(
                 BigQueryAccess.from_resource(self.bigquery, self.bigquery_dataset, self.bigquery_endpoint)
             )
@@ -171,6 +180,8 @@ def _optional_env(*names: str) -> dict[str, str]:
 def snowflake_from_env() -> SnowflakeResource:
     """``SnowflakeResource`` from ``SNOWFLAKE_*``: secrets through ``EnvVar``, so they stay out of
     the run's config; ``SNOWFLAKE_HOST``/``_PORT``/``_PROTOCOL`` point at another endpoint."""
+    from dagster_snowflake import SnowflakeResource
+
     extra: dict[str, object] = {}
     for name in ("HOST", "PROTOCOL"):
         if os.environ.get(f"SNOWFLAKE_{name}"):
@@ -201,6 +212,8 @@ def bigquery_from_env() -> BigQueryResource:
     """``BigQueryResource`` from ``BIGQUERY_PROJECT`` (and ``BIGQUERY_LOCATION``); credentials come
     from Google's default chain (``GOOGLE_APPLICATION_CREDENTIALS``) unless
     ``BIGQUERY_CREDENTIALS`` holds a base64 service-account key."""
+    from dagster_gcp import BigQueryResource
+
     optional: dict[str, object] = {}
     if os.environ.get("BIGQUERY_LOCATION"):
         optional["location"] = os.environ["BIGQUERY_LOCATION"]

@@ -10,7 +10,7 @@ from etl_assets.assets.metadata import definition_metadata, same_columns, write_
 from etl_assets.assets.sources import crm_customers
 from etl_assets.contracts import CUSTOMERS, RAW_CUSTOMERS
 from etl_assets.partitions import window_days
-from etl_assets.ray_steps import co_locate, map_blocks, shuffle_blocks, timed
+from etl_assets.ray_steps import co_locate, shuffle_blocks, timed
 from etl_assets.resources import RayResource, SourcesResource, WarehouseResource
 from etl_assets.sources.crm import CrmDatabase, read_customer_versions
 from etl_assets.transforms.customers import (
@@ -57,7 +57,7 @@ def raw_customers(
         crm = CrmDatabase(sources.crm_url)
         ignored = crm.check_table("customers", CUSTOMER_COLUMNS)
         versions = read_customer_versions(crm, start, end, shuffle_blocks())
-        cleaned = map_blocks(co_locate(versions, ["customer_id"]), clean_customers)
+        cleaned = co_locate(versions, "customer_id", clean_customers)
         result = backend.replace_window(cleaned, [RAW_CUSTOMERS], days).tables[RAW_CUSTOMERS.name]
     if ignored:
         context.log.warning(f"CRM table customers: columns not in the contract were ignored: {ignored}")
@@ -96,7 +96,7 @@ def customers(
                 partial(mark_versions, incoming=False), batch_format="pyarrow", batch_size=None
             )
             versions = versions.union(existing)
-        rebuilt = map_blocks(co_locate(versions, ["customer_id"]), scd2_for_changed_customers)
+        rebuilt = co_locate(versions, "customer_id", scd2_for_changed_customers)
         result = backend.merge(rebuilt, CUSTOMERS)
     return dg.MaterializeResult(
         metadata=write_metadata(CUSTOMERS, result, timer, CUSTOMERS_LINEAGE, merged_rows=result.rows_written)

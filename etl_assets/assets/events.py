@@ -93,7 +93,7 @@ def events_and_rejects(
                 mark_loaded_ids, batch_format="pyarrow", batch_size=None
             )
             lines = lines.union(loaded)
-        marked = map_blocks(co_locate(lines, ["event_id"]), drop_duplicate_events)
+        marked = co_locate(lines, "event_id", drop_duplicate_events)
         written = backend.replace_partitions(
             marked, [EVENTS, EVENTS_REJECTS], batch_ids, route=partial(split_events, run_id=context.run_id)
         )
@@ -169,9 +169,7 @@ def hourly_user_metrics(
             batch_format="pyarrow",
             batch_size=None,
         )
-        metrics = map_blocks(
-            co_locate(map_blocks(in_hours, partial_hourly_metrics), ["user_id"]), combine_hourly_metrics
-        )
+        metrics = co_locate(map_blocks(in_hours, partial_hourly_metrics), "user_id", combine_hourly_metrics)
         result = backend.merge(metrics, HOURLY_USER_METRICS, delete_unmatched_in=("event_hour", hours))
     return dg.MaterializeResult(
         metadata=write_metadata(HOURLY_USER_METRICS, result, timer, HOURLY_LINEAGE, hours_touched=len(hours))

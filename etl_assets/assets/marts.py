@@ -23,7 +23,7 @@ from etl_assets.transforms.customer_orders import (
     join_point_in_time,
     prepare_dimension,
 )
-from etl_assets.transforms.metrics import PARTIAL_METRICS, combine_daily_metrics, partial_daily_metrics
+from etl_assets.transforms.metrics import combine_daily_metrics, partial_daily_metrics
 
 CUSTOMER_ORDERS_LINEAGE = {
     **same_columns("orders", ORDERS.column_names),
@@ -98,7 +98,7 @@ def daily_customer_metrics(
             backend.read(CUSTOMER_ORDERS, days, columns),
             bucketed(partial_daily_metrics, "customer_id", buckets),
         )
-        metrics = exchange(partials, buckets, ignore_bucket(combine_daily_metrics), PARTIAL_METRICS)
+        metrics = exchange(partials, buckets, ignore_bucket(combine_daily_metrics))
         result = backend.replace_window(metrics, [DAILY_CUSTOMER_METRICS], days).tables[
             DAILY_CUSTOMER_METRICS.name
         ]

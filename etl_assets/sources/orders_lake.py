@@ -22,7 +22,7 @@ import ray.data
 from etl_assets import storage
 from etl_assets.contracts.drift import schema_drift
 from etl_assets.contracts.validation import repeated
-from etl_assets.ray_steps import BUCKET_ROWS, exchange, sorted_into_buckets
+from etl_assets.ray_steps import BUCKET_ROWS, exchange, ignore_bucket, sorted_into_buckets
 from etl_assets.sample_data import ORDERS_SCHEMA
 from etl_assets.sources.crm import SourceError
 from etl_assets.transforms.common import hash_buckets
@@ -30,8 +30,6 @@ from etl_assets.transforms.common import hash_buckets
 log = logging.getLogger(__name__)
 LAKE_SCHEMA = ORDERS_SCHEMA
 DayTransform = Callable[[pa.Table], pa.Table]
-# What a day's transform sees: the lake's columns and the day of the folder each row came from.
-DAY_SCHEMA = LAKE_SCHEMA.append(pa.field("order_date", pa.date32()))
 
 
 @dataclass(frozen=True)
@@ -126,12 +124,12 @@ def _split_pieces(batch: pa.Table) -> pa.Table:
     return pa.concat_tables(tables)
 
 
-def _row_group_runs(groups: Sequence[int]) -> list[list[int]]:
-    """Consecutive row groups of a file, in runs of about ``PIECE_ROWS`` rows."""
+def row_group_runs(groups: Sequence[int], piece_rows: int = PIECE_ROWS) -> list[list[int]]:
+    """Consecutive row groups of a file (their row counts given), in runs of about ``piece_rows``."""
     runs: list[list[int]] = []
     rows = 0
     for index, count in enumerate(groups):
-        if not runs or rows + count > PIECE_ROWS:
+        if not runs or rows + count > piece_rows:
             runs.append([])
             rows = 0
         runs[-1].append(index)
@@ -149,7 +147,7 @@ def _pieces(day: LakeDay, first_bucket: int, buckets: int) -> list[dict]:
             "buckets": buckets,
         }
         for location, groups in zip(day.files, day.row_groups)
-        for run in _row_group_runs(groups)
+        for run in row_group_runs(groups)
     ]
 
 
@@ -158,11 +156,6 @@ def _read_day(batch: pa.Table, transform: DayTransform) -> pa.Table:
     for day, files in zip(batch.column("day").to_pylist(), batch.column("files").to_pylist()):
         tables.append(transform(_with_day(pa.concat_tables(_read_file(f) for f in files), day)))
     return pa.concat_tables(tables)
-
-
-def _judge_bucket(rows: pa.Table, bucket: int, days: list[date], transform: DayTransform) -> pa.Table:
-    # A bucket no row fell in is still its day's (empty) batch.
-    return transform(rows if rows.num_rows else _with_day(LAKE_SCHEMA.empty_table(), days[bucket]))
 
 
 def read_orders_days(days: Sequence[LakeDay], transform: DayTransform) -> ray.data.Dataset:
@@ -182,14 +175,13 @@ def read_orders_days(days: Sequence[LakeDay], transform: DayTransform) -> ray.da
         return ray.data.from_arrow([items.slice(i, 1) for i in range(items.num_rows)]).map_batches(
             partial(_read_day, transform=transform), batch_format="pyarrow", batch_size=1
         )
-    pieces, bucket_days = [], []
+    pieces, buckets_total = [], 0
     for day in days:
         buckets = max(1, -(-day.rows // BUCKET_ROWS))
-        pieces += _pieces(day, len(bucket_days), buckets)
-        bucket_days += [day.day] * buckets
+        pieces += _pieces(day, buckets_total, buckets)
+        buckets_total += buckets
     table = pa.Table.from_pylist(pieces, schema=PIECES)
     tagged = ray.data.from_arrow([table.slice(i, 1) for i in range(table.num_rows)]).map_batches(
         _split_pieces, batch_format="pyarrow", batch_size=1
     )
-    reduce = partial(_judge_bucket, days=bucket_days, transform=transform)
-    return exchange(tagged, len(bucket_days), reduce, DAY_SCHEMA)
+    return exchange(tagged, buckets_total, ignore_bucket(transform))

@@ -35,9 +35,16 @@ def hash_buckets(column: pa.ChunkedArray | pa.Array, buckets: int) -> np.ndarray
             hashed = (values * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(33)
     else:
         series = pl.from_arrow(column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column)
-        hashed = series.hash(seed=0).to_numpy()
-        hashed[series.is_null().to_numpy()] = 0
+        hashed = np.where(series.is_null().to_numpy(), np.uint64(0), series.hash(seed=0).to_numpy())
     return (hashed % np.uint64(buckets)).astype(np.int64)
+
+
+def round_to(values: pa.ChunkedArray | pa.Array, digits: int) -> pa.ChunkedArray | pa.Array:
+    """``values`` rounded to ``digits`` decimals, the same double whatever tiny error a sum carries
+    (pyarrow's ``round(x, digits)`` returns a value already within rounding error unchanged, so
+    sums added in another order could differ in their last bit)."""
+    scale = float(10**digits)
+    return pc.divide(pc.round(pc.multiply(values, scale)), scale)
 
 
 def first_row_of_each_group(table: pa.Table, columns: list[str]) -> np.ndarray:

@@ -12,7 +12,7 @@ import pyarrow.json as pajson
 
 from etl_assets.contracts import EVENT_LINES, EVENTS, EVENTS_REJECTS, HOURLY_USER_METRICS, UTC_TS, conform
 from etl_assets.contracts.validation import CODES, first_code, judge_rows, repeated, rule_hits
-from etl_assets.transforms.common import first_row_of_each_group
+from etl_assets.transforms.common import first_row_of_each_group, round_to
 
 # What one landing line is parsed as: the landing contract's columns, any of them possibly absent.
 LINE_SCHEMA = pa.schema([f.with_nullable(True) for f in EVENT_LINES.schema])
@@ -209,7 +209,7 @@ def combine_hourly_metrics(partials: pa.Table) -> pa.Table:
     combined = partials.group_by(["event_hour", "user_id"], use_threads=False).aggregate(
         [("total_session_duration", "sum"), ("event_count", "sum")]
     )
-    total = pc.round(combined.column("total_session_duration_sum"), 6)
+    total = round_to(combined.column("total_session_duration_sum"), 6)
     count = pc.cast(combined.column("event_count_sum"), pa.int64())
     table = pa.table(
         {

@@ -6,6 +6,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from etl_assets.contracts import DAILY_CUSTOMER_METRICS, conform
+from etl_assets.transforms.common import round_to
 
 GROUP_KEYS = ["metric_date", "customer_id", "customer_segment"]
 # What ``partial_daily_metrics`` returns.
@@ -39,7 +40,7 @@ def combine_daily_metrics(partials: pa.Table) -> pa.Table:
     combined = partials.group_by(GROUP_KEYS, use_threads=False).aggregate(
         [("total_spend", "sum"), ("order_count", "sum")]
     )
-    total = pc.round(combined.column("total_spend_sum"), 2)
+    total = round_to(combined.column("total_spend_sum"), 2)
     count = pc.cast(combined.column("order_count_sum"), pa.int64())
     table = pa.table(
         {

@@ -1,0 +1,132 @@
+"""The fast kernels behind the performance work, each against a plain independent computation."""
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+import polars as pl
+import pyarrow as pa
+import pytest
+
+from etl_assets.contracts import CUSTOMERS, ORDERS, conform
+from etl_assets.contracts.validation import repeated_keys, spread_lists
+from etl_assets.sources.orders_lake import row_group_runs
+from etl_assets.transforms.common import (
+    first_copy_of_each_row,
+    first_row_of_each_group,
+    hash_buckets,
+    round_to,
+)
+from etl_assets.transforms.customer_orders import join_point_in_time, prepare_dimension
+from etl_assets_tests.test_transforms import lake_day
+
+DAY = datetime(2024, 1, 2, tzinfo=UTC)
+DIMENSION = ["customer_id", "valid_from", "name", "customer_segment", "country"]
+
+
+def lake_rows(rng: np.random.Generator, n: int) -> pa.Table:
+    """Lake-like rows with repeated ids, exact copies and nulls in the id."""
+    ids = rng.integers(0, n // 2, n)
+    table = pa.table(
+        {
+            "order_id": pa.array(ids, mask=rng.random(n) < 0.05),
+            "customer_id": pa.array(rng.integers(0, 5, n)),
+            "channel": pa.array(rng.choice(["web", "app", None], n)),
+        }
+    )
+    copies = rng.integers(0, n, n // 3)
+    with_copies = pa.concat_tables([table, table.take(pa.array(copies))])
+    return with_copies.take(pa.array(rng.permutation(with_copies.num_rows)))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_first_copy_of_each_row_is_the_full_row_comparison(seed):
+    table = lake_rows(np.random.default_rng(seed), 2000)
+    fast = first_copy_of_each_row(table, "order_id")
+    assert np.array_equal(fast, first_row_of_each_group(table, table.column_names))
+    # Independently: pandas keeps the first of every group of equal rows (nulls equal).
+    assert np.array_equal(fast, ~table.to_pandas().duplicated(keep="first").to_numpy())
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_repeated_keys_match_polars_is_duplicated(seed):
+    frame = pl.from_arrow(lake_rows(np.random.default_rng(seed), 2000))
+    one = ["order_id"]
+    assert np.array_equal(repeated_keys(frame, one), frame.select(one).is_duplicated().to_numpy())
+    two = ["order_id", "customer_id"]
+    assert np.array_equal(repeated_keys(frame, two), frame.select(two).is_duplicated().to_numpy())
+
+
+def test_spread_lists_puts_each_list_at_its_row_and_empty_lists_elsewhere():
+    lists = pa.array([["a"], [], ["b", "c"]], pa.list_(pa.string()))
+    keep = np.array([False, True, True, False, True])
+    assert spread_lists(lists, keep).to_pylist() == [[], ["a"], [], [], ["b", "c"]]
+
+
+def test_hash_buckets_keep_equal_keys_together_and_spread_strided_ids():
+    ids = pa.array(np.arange(0, 1_000_000, 1000))  # a stride a modulo would pile up
+    buckets = hash_buckets(ids, 8)
+    assert buckets.min() >= 0 and buckets.max() < 8
+    assert np.bincount(buckets, minlength=8).min() > len(ids) / 8 * 0.7
+    again = hash_buckets(pa.array(np.repeat(np.arange(0, 1_000_000, 1000), 2)), 8)
+    assert np.array_equal(again[::2], again[1::2]) and np.array_equal(again[::2], buckets)
+    words = pa.array(["a", "b", None, "a", None])
+    spread = hash_buckets(words, 4)
+    assert spread[0] == spread[3] and spread[2] == spread[4] == 0
+
+
+def test_row_groups_are_read_in_runs_of_about_a_piece():
+    assert row_group_runs([300, 300, 500, 100, 200], piece_rows=600) == [[0, 1], [2, 3], [4]]
+    assert row_group_runs([900], piece_rows=600) == [[0]]
+
+
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense ids", "sparse ids"])
+def test_point_in_time_join_equals_pandas_merge_asof(sparse):
+    rng = np.random.default_rng(3)
+    customer_ids = np.arange(1, 301) * (10**9 if sparse else 1)
+    versions = 900
+    start = pd.Timestamp("2024-01-01", tz="UTC")
+    dim = pa.table(
+        {
+            "customer_id": pa.array(rng.choice(customer_ids, versions)),
+            "valid_from": pa.array(start + pd.to_timedelta(rng.integers(0, 3 * 86400, versions), unit="s")),
+            "name": pa.array([f"n{i}" for i in range(versions)]),
+            "customer_segment": pa.array(rng.choice(["a", "b"], versions)),
+            "country": pa.array(rng.choice(["GB", "FR"], versions)),
+        }
+    ).cast(pa.schema([CUSTOMERS.schema.field(c) for c in DIMENSION]))
+    # One version per (customer, valid_from), as in the customers table.
+    dim = dim.group_by(DIMENSION[:2]).aggregate([(c, "min") for c in DIMENSION[2:]]).rename_columns(DIMENSION)
+    hours = rng.integers(0, 24, 3000)
+    orders = lake_day(
+        [
+            # Unknown customers too, inside and outside the range of known ids.
+            (i, int(rng.choice(np.r_[customer_ids, [7, 10**12]])), DAY.replace(hour=int(h)), 1.0)
+            for i, h in enumerate(hours)
+        ],
+        DAY.date(),
+    )
+    joined = join_point_in_time(conform(orders, ORDERS), prepare_dimension(dim)).to_pandas()
+    wanted = pd.merge_asof(
+        orders.to_pandas().sort_values("order_ts"),
+        dim.to_pandas().sort_values("valid_from"),
+        left_on="order_ts",
+        right_on="valid_from",
+        by="customer_id",
+        direction="backward",
+    ).sort_values("order_id")
+    assert joined["order_id"].tolist() == list(range(len(hours)))
+    assert joined["customer_name"].tolist() == wanted["name"].where(wanted["name"].notna(), None).tolist()
+    assert joined["customer_valid_from"].tolist() == wanted["valid_from"].tolist()
+    assert joined["is_orphan"].tolist() == wanted["valid_from"].isna().tolist()
+    assert joined["is_orphan"].any() and not joined["is_orphan"].all()
+
+
+def test_rounding_to_the_cent_gives_one_double_whatever_the_summing_order():
+    rng = np.random.default_rng(5)
+    amounts = np.round(rng.random(1000) * 100, 2)
+    sums = [sum(rng.permutation(amounts).tolist()) for _ in range(20)]
+    assert len(set(sums)) > 1  # the raw sums do differ in their last bits
+    rounded = round_to(pa.array(sums), 2).to_pylist()
+    assert set(rounded) == {round(sum(amounts.tolist()), 2)}
+    assert round_to(pa.array([173.44999999999999, 173.45000000000002]), 2).to_pylist() == [173.45, 173.45]
