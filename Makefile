@@ -24,7 +24,10 @@ EMULATOR_EXTENSIONS := $(EMULATOR)/home/.duckdb/extensions/v$(EMULATOR_DUCKDB)/l
 
 # A persistent local Ray (`make ray-up`): runs of `make dev` and `make demo` connect to it.
 RAY_STATE := .ray
-PERSISTENT_RAY = $(shell cat $(RAY_STATE)/address 2>/dev/null)
+RAY_ENV = $(shell $(BIN)/python -c "from etl_assets.ray_cluster import client_env; \
+	print(' '.join(f'{k}={v}' for k, v in client_env().items()))" 2>/dev/null)
+# Dagster, connected to the persistent Ray when one is up and RAY_ADDRESS does not say otherwise.
+DAGSTER = $(if $(RAY_ADDRESS),,$(RAY_ENV)) $(BIN)/dagster
 
 .PHONY: setup emulators sample dev demo test bench bench-all ray-up ray-down lint format clean \
 	new-event-batch crm-changes
@@ -59,16 +62,15 @@ $(DAGSTER_HOME)/dagster.yaml:
 	ln -sf ../dagster.yaml $@
 
 dev: setup sample $(DAGSTER_HOME)/dagster.yaml
-	RAY_ADDRESS=$${RAY_ADDRESS:-$(PERSISTENT_RAY)} $(BIN)/dagster dev -w workspace.yaml
+	$(DAGSTER) dev -w workspace.yaml
 
-demo: export RAY_ADDRESS := $(or $(RAY_ADDRESS),$(PERSISTENT_RAY))
 demo: setup sample $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/dagster asset materialize -m etl_assets.definitions \
+	$(DAGSTER) asset materialize -m etl_assets.definitions \
 		--select "$(DAILY_ASSETS)" --partition-range "$(RANGE)"
 	batches=$$($(BIN)/python -m etl_assets.register_event_batches) && \
-		$(BIN)/dagster asset materialize -m etl_assets.definitions \
+		$(DAGSTER) asset materialize -m etl_assets.definitions \
 		--select "$(EVENT_ASSETS)" --partition-range "$$batches"
-	$(BIN)/dagster asset materialize -m etl_assets.definitions --select transactions
+	$(DAGSTER) asset materialize -m etl_assets.definitions --select transactions
 
 # Watch the incremental loads: a new landing batch (the sensor picks it up in `make dev`),
 # and a round of CRM changes (the next `transactions` run reads exactly those).

@@ -67,11 +67,11 @@ def run_split(home: Path) -> dict:
     return {"run_id": run.run_id, "resource_init_seconds": round(ray_seconds, 3), "ray_jobs_seconds": jobs}
 
 
-def cli_run(data_dir: Path, home: Path, ray_address: str | None) -> dict:
+def cli_run(data_dir: Path, home: Path, ray_env: dict[str, str]) -> dict:
     env = {**os.environ, "ETL_DATA_DIR": str(data_dir), "DAGSTER_HOME": str(home)}
-    env.pop("RAY_ADDRESS", None)
-    if ray_address:
-        env["RAY_ADDRESS"] = ray_address
+    for name in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH"):
+        env.pop(name, None)
+    env.update(ray_env)
     shutil.rmtree(data_dir / "warehouse", ignore_errors=True)
     command = [str(BIN / "dagster"), "asset", "materialize", "-m", "etl_assets.definitions"]
     command += ["--select", SELECT, "--partition", DAY.isoformat()]
@@ -93,7 +93,7 @@ def cli_run(data_dir: Path, home: Path, ray_address: str | None) -> dict:
         "io_ray_jobs_seconds": round(jobs, 3),
         "dagster_seconds": round(wall - process - ray_seconds - jobs, 3),
     }
-    print(f"  {'persistent' if ray_address else 'private':10s} ray: {json.dumps(result)}", flush=True)
+    print(f"  {'persistent' if ray_env else 'private':10s} ray: {json.dumps(result)}", flush=True)
     return result
 
 
@@ -114,11 +114,11 @@ def main() -> None:
     home.mkdir(parents=True)
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
 
-    private = [cli_run(data_dir, home, None) for _ in range(args.repeats)]
+    private = [cli_run(data_dir, home, {}) for _ in range(args.repeats)]
     ray_cluster.STATE = args.work / "ray_state"
-    address = ray_cluster.up(None, 1024)
+    ray_env = ray_cluster.up(None, 1024)
     try:
-        persistent = [cli_run(data_dir, home, address) for _ in range(args.repeats)]
+        persistent = [cli_run(data_dir, home, ray_env) for _ in range(args.repeats)]
     finally:
         ray_cluster.down()
 
