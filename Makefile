@@ -83,8 +83,16 @@ crm-changes: setup sample
 test: setup emulators
 	$(BIN)/pytest
 
+# Benchmarks (see benchmarks/README.md); each writes its JSON under benchmarks/results/.
 bench: setup
 	$(BIN)/python -m benchmarks.daily_chain --orders $(ORDERS)
+	$(BIN)/python -m benchmarks.plot
+
+bench-all: bench
+	$(BIN)/python -m benchmarks.fixed_cost
+	$(BIN)/python -m benchmarks.backfill
+	$(BIN)/python -m benchmarks.memory
+	$(BIN)/python -m benchmarks.plot
 
 ray-up: setup
 	$(BIN)/python -m etl_assets.ray_cluster up

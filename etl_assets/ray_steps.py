@@ -54,22 +54,22 @@ def sorted_into_buckets(table: pa.Table, bucket: np.ndarray) -> pa.Table:
     return table.take(pa.array(order)).append_column(BUCKET, pa.array(bucket[order], pa.int64()))
 
 
-def _bucket_rows(block: pa.Table, bucket: int) -> pa.Table:
-    numbers = block.column(BUCKET).to_numpy()
-    lo, hi = np.searchsorted(numbers, [bucket, bucket + 1])
-    return block.slice(lo, hi - lo).drop_columns([BUCKET])
+def split_into_buckets(block: pa.Table, buckets: int) -> list[pa.Table]:
+    """Runs in a Ray task: a block from ``sorted_into_buckets`` as one table per bucket (slices,
+    without the bucket column), each its own object, so a bucket's task fetches only its rows."""
+    numbers = block.column(BUCKET).to_numpy() if block.num_rows else np.zeros(0, np.int64)
+    bounds = np.searchsorted(numbers, np.arange(buckets + 1))
+    rows = block.drop_columns([BUCKET]) if BUCKET in block.column_names else block
+    return [rows.slice(bounds[b], bounds[b + 1] - bounds[b]) for b in range(buckets)]
 
 
 def _gather(
-    batch: pa.Table, block_refs: list[ray.ObjectRef], reduce: Callable[[pa.Table, int], pa.Table]
+    batch: pa.Table, parts: list[list[ray.ObjectRef]], reduce: Callable[[pa.Table, int], pa.Table]
 ) -> Iterator[pa.Table]:
-    # Arrow blocks are read from the object store without a copy: only the bucket's slices are touched.
-    blocks = [block for block in ray.get(block_refs) if block.num_rows]
     for bucket in batch.column("bucket").to_pylist():
-        parts = [_bucket_rows(block, bucket) for block in blocks]
-        rows = pa.concat_tables(parts, promote_options="permissive") if parts else None
-        if rows is not None and rows.num_rows:
-            yield reduce(rows, bucket)
+        tables = [t for t in ray.get(parts[bucket]) if t.num_rows]
+        if tables:
+            yield reduce(pa.concat_tables(tables, promote_options="permissive"), bucket)
 
 
 def exchange(
@@ -78,15 +78,22 @@ def exchange(
     """Gather the rows of every bucket in one task and run ``reduce(rows, bucket)`` there; a bucket
     no row fell in yields nothing. The blocks of ``tagged`` come from ``sorted_into_buckets``.
 
-    A shuffle in two steps of plain tasks: the map side runs to completion with its blocks left in
-    the object store (the driver holds only their references), then one task per bucket slices its
-    rows out of every block. On a small cluster this costs a fraction of Ray Data's hash shuffle,
-    which starts aggregator actors and routes every row through them.
+    A shuffle in two steps of plain tasks: as the map side streams out its blocks, a task splits
+    each into one object per bucket (the driver holds only references); then one task per bucket
+    fetches its objects and nothing else, so the object store holds at most what is in flight (it
+    spills to disk beyond its cap) and memory stays bounded whatever the size of the data. On a
+    small cluster this costs a fraction of Ray Data's hash shuffle, which starts aggregator actors.
     """
-    refs = tagged.to_arrow_refs()
+    split = ray.remote(split_into_buckets).options(num_returns=buckets)
+    parts: list[list[ray.ObjectRef]] = [[] for _ in range(buckets)]
+    for bundle in tagged.iter_internal_ref_bundles():
+        for block in bundle.block_refs:
+            outputs = split.remote(block, buckets)
+            for bucket, ref in enumerate([outputs] if buckets == 1 else outputs):
+                parts[bucket].append(ref)
     items = [pa.table({"bucket": pa.array([b], pa.int64())}) for b in range(buckets)]
     return ray.data.from_arrow(items).map_batches(
-        partial(_gather, block_refs=refs, reduce=reduce), batch_format="pyarrow", batch_size=1
+        partial(_gather, parts=parts, reduce=reduce), batch_format="pyarrow", batch_size=1
     )
 
 

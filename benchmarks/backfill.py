@@ -1,0 +1,124 @@
+"""Benchmark (backfills): 30 days in one run against one day holding the same rows, and 30 runs.
+
+    python -m benchmarks.backfill --days 30 --orders-per-day 10000
+
+Two samples with the same customers: ``days`` lake days of ``orders-per-day`` orders, and one day
+of ``days x orders-per-day`` orders. The whole daily chain (raw_customers, customers, orders,
+orders_rejects, customer_orders, daily_customer_metrics) and its checks run through
+``dagster.materialize`` (Ray started beforehand, its start-up reported apart):
+
+* ``one_day``: one run over the single big day;
+* ``single_run_backfill``: one run over the whole range (``BackfillPolicy.single_run``, as a
+  backfill launched from the UI or the CLI runs it);
+* ``separate_runs``: one run per day, as a backfill of runs per partition would.
+
+Target: the single-run backfill at most 1.5x the one-day run. Writes ``results/backfill.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import dagster as dg
+
+from benchmarks.daily_chain import platform_resources
+from benchmarks.machine import machine
+from benchmarks.private_ray import private_ray
+from benchmarks.samples import DAY, HERE, sample
+from etl_assets import definitions
+from etl_assets.checks.rules import CHECKS
+
+ASSETS = [
+    definitions.raw_customers,
+    definitions.customers,
+    definitions.orders_and_rejects,
+    definitions.customer_orders,
+    definitions.daily_customer_metrics,
+]
+KEYS = {key for asset in ASSETS for key in asset.keys}
+ASSET_CHECKS = [c for c in CHECKS if any(k.asset_key in KEYS for k in c.check_keys)]
+
+
+def run(root: Path, warehouse: Path, first_day: int, last_day: int) -> None:
+    result = dg.materialize(
+        ASSETS + ASSET_CHECKS,
+        resources=platform_resources(root, warehouse),
+        tags={
+            "dagster/asset_partition_range_start": (DAY + timedelta(days=first_day)).isoformat(),
+            "dagster/asset_partition_range_end": (DAY + timedelta(days=last_day)).isoformat(),
+        },
+    )
+    if not result.success:
+        raise RuntimeError("the platform's run failed")
+
+
+def timed(label: str, fn) -> float:
+    start = time.perf_counter()
+    fn()
+    wall = time.perf_counter() - start
+    print(f"  {label:22s} {wall:8.2f} s", flush=True)
+    return round(wall, 3)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--orders-per-day", type=int, default=10_000)
+    parser.add_argument("--customers", type=int, default=5_000)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--work", type=Path, default=HERE / "work")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "backfill.json")
+    args = parser.parse_args()
+    total = args.days * args.orders_per_day
+    spread = sample(
+        args.work / f"backfill_{args.days}x{args.orders_per_day}",
+        args.orders_per_day,
+        args.customers,
+        args.days,
+    )
+    one = sample(args.work / f"backfill_1x{total}", total, args.customers, 1)
+    out = args.work / "backfill_warehouse"
+
+    def fresh(fn):
+        def go():
+            shutil.rmtree(out, ignore_errors=True)
+            fn()
+
+        return go
+
+    runs: dict[str, list[float]] = {"one_day": [], "single_run_backfill": [], "separate_runs": []}
+    with private_ray() as ray_init:
+        for _ in range(args.repeats):
+            runs["one_day"].append(timed("one_day", fresh(lambda: run(one, out, 0, 0))))
+            runs["single_run_backfill"].append(
+                timed("single_run_backfill", fresh(lambda: run(spread, out, 0, args.days - 1)))
+            )
+            runs["separate_runs"].append(
+                timed("separate_runs", fresh(lambda: [run(spread, out, d, d) for d in range(args.days)]))
+            )
+    best = {name: min(walls) for name, walls in runs.items()}
+    report = {
+        "benchmark": "backfill",
+        "target": "single-run backfill at most 1.5x one run over one day holding the same rows",
+        "machine": machine(),
+        "days": args.days,
+        "orders_per_day": args.orders_per_day,
+        "customers": args.customers,
+        "total_orders": total,
+        "ray_init_seconds": round(ray_init, 3),
+        "best_wall_seconds": best,
+        "all_wall_seconds": runs,
+        "ratio_to_one_day": {name: round(wall / best["one_day"], 2) for name, wall in best.items()},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report["ratio_to_one_day"]))
+
+
+if __name__ == "__main__":
+    main()

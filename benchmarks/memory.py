@@ -1,0 +1,103 @@
+"""Benchmark (memory and scaling): the daily chain on one day of 1M, 10M and 100M orders.
+
+    python -m benchmarks.memory --orders 1000000 10000000 100000000
+
+Runs orders -> customer_orders -> daily_customer_metrics through ``dagster.materialize`` on a
+private Ray whose object store is capped (``--object-store-mb``; it spills to disk beyond), with
+the `customers` dimension built beforehand. Peak RSS is sampled every 50 ms and summed over every
+process of the run: the driver, the raylet, the GCS, every Ray worker (the object store's shared
+pages count in the RSS of each process that maps them, so the sum overstates, never understates).
+Reports rows/s at each size: the cost should grow linearly. Target: under 2 GiB at 100M.
+A day of more than 10M orders is generated in chunks of 10M rows (one file each, row groups of
+1M rows), so the generator's own memory stays bounded too. Writes ``results/memory.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from benchmarks.chain_peers import lake_files
+from benchmarks.daily_chain import CHAIN, DIMENSION, run_platform
+from benchmarks.machine import machine
+from benchmarks.private_ray import private_ray
+from benchmarks.rss import peak_rss
+from benchmarks.samples import DAY, HERE, sample
+from etl_assets.sample_data import SampleSpec, generate_customers, generate_orders_day
+
+CHUNK = 10_000_000
+CUSTOMERS = 500_000
+
+
+def big_sample(root: Path, orders: int) -> Path:
+    """One lake day of ``orders`` orders in chunks of ``CHUNK``, with the CRM of ``CUSTOMERS``."""
+    if orders <= CHUNK:
+        return sample(root, orders, min(CUSTOMERS, max(1000, orders // 20)))
+    marker = root / "sources" / "big.json"
+    if marker.exists() and json.loads(marker.read_text()) == {"orders": orders}:
+        return root
+    sample(root, CHUNK, CUSTOMERS)  # the CRM and the first chunk, as the generator writes them
+    spec = SampleSpec(
+        out=root / "sources", start=DAY, days=1, orders_per_day=CHUNK, customers=CUSTOMERS, seed=1
+    )
+    # The generator draws the customers first from its seed: the same customers, re-drawn here.
+    customers = generate_customers(np.random.default_rng(1), spec)
+    ids, first = np.unique(customers["customer_id"], return_index=True)
+    created = customers["created_at"][first]
+    folder = root / "sources" / "lake" / "orders" / f"date={DAY.isoformat()}"
+    rng = np.random.default_rng(2)
+    for chunk in range(1, orders // CHUNK):
+        table = generate_orders_day(rng, DAY, CHUNK, 1 + chunk * CHUNK, ids, created)
+        pq.write_table(table, folder / f"part-{chunk + 1:05d}.parquet", row_group_size=1_000_000)
+        print(f"  generated chunk {chunk + 1} of {orders // CHUNK}", flush=True)
+    marker.write_text(json.dumps({"orders": orders}))
+    return root
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--orders", type=int, nargs="+", default=[1_000_000, 10_000_000, 100_000_000])
+    parser.add_argument("--object-store-mb", type=int, default=512)
+    parser.add_argument("--work", type=Path, default=HERE / "work")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "memory.json")
+    args = parser.parse_args()
+    sizes = []
+    for orders in args.orders:
+        root = big_sample(args.work / f"memory_{orders}", orders)
+        rows_in = sum(pq.read_metadata(f).num_rows for f in lake_files(root / "sources", DAY))
+        warehouse = args.work / f"memory_{orders}" / "warehouse"
+        with private_ray(object_store_mb=args.object_store_mb):
+            run_platform(root, warehouse, DIMENSION)
+            steps: dict = {}
+            start = time.perf_counter()
+            with peak_rss() as peak:
+                run_platform(root, warehouse, CHAIN, steps)
+            wall = time.perf_counter() - start
+        size = {
+            "orders_per_day": orders,
+            "lake_rows": rows_in,
+            "wall_seconds": round(wall, 3),
+            "rows_per_second": round(rows_in / wall, 1),
+            "peak_rss_mib": peak.mib,
+            "step_seconds": steps,
+        }
+        print(json.dumps(size), flush=True)
+        sizes.append(size)
+    report = {
+        "benchmark": "memory",
+        "target": "a day of 100M orders under 2 GiB peak RSS summed over the run's processes",
+        "machine": machine(),
+        "object_store_mb": args.object_store_mb,
+        "sizes": sizes,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
