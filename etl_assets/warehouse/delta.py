@@ -336,7 +336,11 @@ class DeltaWarehouse(Warehouse):
             if column
             else [None] * len(paths)
         )
-        groups = _file_groups(paths, values, actions.column("num_records").to_pylist())
+        counts = actions.column("num_records").to_pylist()
+        # Groups of about READ_ROWS rows, but at least one per CPU when there are files enough.
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        target = max(1, min(READ_ROWS, -(-sum(c or 0 for c in counts) // cpus)))
+        groups = _file_groups(paths, values, counts, target)
         return ray.data.from_arrow(groups).map_batches(
             partial(_read_files, schema=schema, partition_column=column if column in columns else None),
             batch_format="pyarrow",
@@ -378,12 +382,14 @@ READ_ROWS = 1_000_000
 READ_ITEMS = pa.schema([("path", pa.string()), ("partition_value", pa.string())])
 
 
-def _file_groups(paths: list[str], values: list[str | None], rows: list[int | None]) -> list[pa.Table]:
+def _file_groups(
+    paths: list[str], values: list[str | None], rows: list[int | None], target: int
+) -> list[pa.Table]:
     groups, current, held = [], [], 0
     for path, value, count in zip(paths, values, rows):
         current.append({"path": path, "partition_value": value})
         held += count or 0
-        if held >= READ_ROWS:
+        if held >= target:
             groups.append(current)
             current, held = [], 0
     if current:
