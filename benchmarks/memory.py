@@ -6,7 +6,9 @@ Runs orders -> customer_orders -> daily_customer_metrics through ``dagster.mater
 private Ray whose object store is capped (``--object-store-mb``; it spills to disk beyond), with
 the `customers` dimension built beforehand. Peak RSS is sampled every 50 ms and summed over every
 process of the run: the driver, the raylet, the GCS, every Ray worker (the object store's shared
-pages count in the RSS of each process that maps them, so the sum overstates, never understates).
+pages count in the RSS of each process that maps them, so the sum overstates, never understates);
+the summed PSS (shared pages split among their processes) is recorded beside it, with the RSS of
+each process at the peak.
 Reports rows/s at each size: the cost should grow linearly. Target: under 2 GiB at 100M.
 A day of more than 10M orders is generated in chunks of 10M rows (one file each, row groups of
 1M rows), so the generator's own memory stays bounded too. Writes ``results/memory.json``.
@@ -75,7 +77,7 @@ def main() -> None:
             run_platform(root, warehouse, DIMENSION)
             steps: dict = {}
             start = time.perf_counter()
-            with peak_rss() as peak:
+            with peak_rss(with_pss=True) as peak:
                 run_platform(root, warehouse, CHAIN, steps)
             wall = time.perf_counter() - start
         size = {
@@ -84,6 +86,8 @@ def main() -> None:
             "wall_seconds": round(wall, 3),
             "rows_per_second": round(rows_in / wall, 1),
             "peak_rss_mib": peak.mib,
+            "peak_pss_mib": peak.pss_mib,
+            "rss_mib_by_process_at_peak": peak.breakdown_mib(),
             "step_seconds": steps,
         }
         print(json.dumps(size), flush=True)

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import suppress
 from pathlib import Path
 
 STATE = Path(os.environ.get("ETL_RAY_STATE", ".ray"))
@@ -39,11 +40,13 @@ def _free_port() -> int:
 
 
 def _alive(pid: int) -> bool:
+    """Whether ``pid`` is still the head this module started (a dead head's pid may be reused)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            words = cmdline.read().split(b"\0")
+    except OSError:
         return False
-    return True
+    return b"start" in words and b"--head" in words
 
 
 def _listening(port: int) -> bool:
@@ -77,8 +80,8 @@ def up(num_cpus: int | None, object_store_mb: int) -> dict[str, str]:
         return client_env()
     STATE.mkdir(parents=True, exist_ok=True)
     token = STATE / "auth_token"
-    token.touch(mode=0o600)
     token.write_text(secrets.token_hex(32))
+    token.chmod(0o600)
     port = _free_port()
     # Ray's socket paths must stay short: its temp dir lives directly under the system temp dir.
     temp_dir = tempfile.mkdtemp(prefix="etl_ray_head_", dir="/tmp")
@@ -120,15 +123,17 @@ def down() -> None:
     pid = running_pid()
     if pid is not None:
         # The head was started in a session of its own: its group is exactly what it started.
-        os.killpg(pid, signal.SIGTERM)
+        with suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_TIMEOUT
         while _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.2)
         if _alive(pid):
-            os.killpg(pid, signal.SIGKILL)
-        temp_dir = STATE / "temp_dir"
-        if temp_dir.exists():
-            shutil.rmtree(temp_dir.read_text(), ignore_errors=True)
+            with suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+    temp_dir = STATE / "temp_dir"
+    if temp_dir.exists():
+        shutil.rmtree(temp_dir.read_text(), ignore_errors=True)
     for name in ("head.pid", "address", "temp_dir", "auth_token"):
         (STATE / name).unlink(missing_ok=True)
 

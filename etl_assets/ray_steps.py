@@ -58,16 +58,20 @@ def split_into_buckets(block: pa.Table, buckets: int) -> list[pa.Table]:
     """Runs in a Ray task: a block from ``sorted_into_buckets`` as one table per bucket (slices,
     without the bucket column), each its own object, so a bucket's task fetches only its rows."""
     numbers = block.column(BUCKET).to_numpy() if block.num_rows else np.zeros(0, np.int64)
+    if (np.diff(numbers) < 0).any():
+        # Ray Data may join the outputs of several calls into one block: sorted runs, not a sort.
+        order = np.argsort(numbers, kind="stable")
+        block, numbers = block.take(pa.array(order)), numbers[order]
     bounds = np.searchsorted(numbers, np.arange(buckets + 1))
     rows = block.drop_columns([BUCKET]) if BUCKET in block.column_names else block
     return [rows.slice(bounds[b], bounds[b + 1] - bounds[b]) for b in range(buckets)]
 
 
 def _gather(
-    batch: pa.Table, parts: list[list[ray.ObjectRef]], reduce: Callable[[pa.Table, int], pa.Table]
+    batch: pa.Table, bucket_parts: list[ray.ObjectRef], reduce: Callable[[pa.Table, int], pa.Table]
 ) -> Iterator[pa.Table]:
     for bucket in batch.column("bucket").to_pylist():
-        tables = [t for t in ray.get(parts[bucket]) if t.num_rows]
+        tables = [t for t in ray.get(ray.get(bucket_parts[bucket])) if t.num_rows]
         if tables:
             yield reduce(pa.concat_tables(tables, promote_options="permissive"), bucket)
 
@@ -78,11 +82,12 @@ def exchange(
     """Gather the rows of every bucket in one task and run ``reduce(rows, bucket)`` there; a bucket
     no row fell in yields nothing. The blocks of ``tagged`` come from ``sorted_into_buckets``.
 
-    A shuffle in two steps of plain tasks: as the map side streams out its blocks, a task splits
-    each into one object per bucket (the driver holds only references); then one task per bucket
-    fetches its objects and nothing else, so the object store holds at most what is in flight (it
-    spills to disk beyond its cap) and memory stays bounded whatever the size of the data. On a
-    small cluster this costs a fraction of Ray Data's hash shuffle, which starts aggregator actors.
+    A shuffle in two steps of plain tasks. The map side runs here, when the exchange is built: as
+    its blocks stream out, a task splits each into one object per bucket (the driver holds only
+    references; the object store spills to disk beyond its cap). Then one task per bucket fetches
+    its objects and nothing else: each gets the reference to its own list of parts, not every
+    bucket's. On a small cluster this costs a fraction of Ray Data's hash shuffle, which starts
+    aggregator actors and routes every row through them.
     """
     split = ray.remote(split_into_buckets).options(num_returns=buckets)
     parts: list[list[ray.ObjectRef]] = [[] for _ in range(buckets)]
@@ -91,9 +96,10 @@ def exchange(
             outputs = split.remote(block, buckets)
             for bucket, ref in enumerate([outputs] if buckets == 1 else outputs):
                 parts[bucket].append(ref)
+    bucket_parts = [ray.put(refs) for refs in parts]
     items = [pa.table({"bucket": pa.array([b], pa.int64())}) for b in range(buckets)]
     return ray.data.from_arrow(items).map_batches(
-        partial(_gather, parts=parts, reduce=reduce), batch_format="pyarrow", batch_size=1
+        partial(_gather, bucket_parts=bucket_parts, reduce=reduce), batch_format="pyarrow", batch_size=1
     )
 
 

@@ -32,6 +32,9 @@ def _default_temp_dir() -> str:
     return os.path.join(tempfile.gettempdir(), f"etl_assets_ray_{os.getuid()}")
 
 
+WARM_WORKERS = 8
+
+
 @ray.remote(num_cpus=1)
 def _warm_worker() -> None:
     # The modules every task of the assets needs (pandera, polars, pyarrow, the contracts).
@@ -95,7 +98,8 @@ class RayResource(dg.ConfigurableResource):
         pays for its imports on its first task, about two seconds here. Warming them while Dagster
         prepares the first step takes that off the run's wall time; Ray Data's tasks reuse them.
         """
-        cpus = int(ray.cluster_resources().get("CPU", 1))
+        # A few at most: on a big cluster Ray Data starts the rest as it needs them.
+        cpus = min(int(ray.cluster_resources().get("CPU", 1)), WARM_WORKERS)
         self._warming = [_warm_worker.remote() for _ in range(cpus)]
 
     def _configure_data_context(self) -> None:

@@ -4,7 +4,8 @@ Every check on a partitioned table reports one result per partition of the run.
 """
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
 
@@ -70,40 +71,77 @@ def _jsonable(row: dict) -> dict:
     return {k: plain(v) for k, v in row.items()}
 
 
-def contract_outcome(backend: Warehouse, contract: TableContract, partitions) -> Outcome:
-    """Judge the stored rows (of ``partitions``, or all) against every rule but the key's, which the
-    key check judges over whole partitions."""
-    counts: Counter[str] = Counter()
-    samples: dict[str, list] = {}
-    rows = 0
-    rejecting = {r.code for r in contract.rules if r.rejects}
-    for batch in backend.scan(contract, partitions, None):
-        table = conform(pa.Table.from_batches([batch]), contract, nulls_allowed=True)
-        rows += table.num_rows
-        verdicts = judge_rows(table, contract)
+# Stored rows are judged in chunks of about this many rows: few validations for a long window of
+# small partitions, bounded memory for big ones.
+JUDGE_ROWS = 250_000
+
+
+def _chunks(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.Table]:
+    held: list[pa.RecordBatch] = []
+    count = 0
+    for batch in batches:
+        held.append(batch)
+        count += batch.num_rows
+        if count >= rows:
+            yield pa.Table.from_batches(held)
+            held, count = [], 0
+    if held:
+        yield pa.Table.from_batches(held)
+
+
+@dataclass
+class _RuleTally:
+    rows: int = 0
+    counts: Counter = field(default_factory=Counter)
+    samples: dict = field(default_factory=dict)
+
+    def outcome(self, contract: TableContract) -> Outcome:
+        rejecting = {r.code for r in contract.rules if r.rejects}
+        broken = {c for c in self.counts if c in rejecting}
+        severity = dg.AssetCheckSeverity.ERROR if broken or not self.counts else dg.AssetCheckSeverity.WARN
+        return Outcome(
+            passed=not self.counts,
+            severity=severity,
+            metadata={
+                "rows_checked": self.rows,
+                "rule_failures": dg.MetadataValue.json(dict(sorted(self.counts.items()))),
+                "failing_row_samples": dg.MetadataValue.json(self.samples),
+                "rules_checked": len(contract.rules) - (1 if contract.key_rule_code else 0),
+            },
+        )
+
+
+def contract_outcomes(
+    backend: Warehouse, contract: TableContract, partitions: Mapping[str, PartitionValue] | None
+) -> dict[str | None, Outcome]:
+    """Judge the stored rows (of ``partitions``, key -> value, or all) against every rule but the
+    key's, which the key check judges; one outcome per partition key (``None``: the whole table).
+    The window is read once and judged in chunks; failures are counted per partition."""
+    column = contract.partition_column if partitions is not None else None
+    tallies: dict[str | None, _RuleTally] = {key: _RuleTally() for key in (partitions or {None: None})}
+    key_of = {str(value): key for key, value in (partitions or {}).items()}
+    values = list(partitions.values()) if partitions is not None else None
+    for table in _chunks(backend.scan(contract, values, None), JUDGE_ROWS):
+        table = conform(table, contract, nulls_allowed=True)
+        spelled = table.column(column).cast(pa.string()) if column else pa.nulls(table.num_rows, pa.string())
+        for value, rows in Counter(spelled.to_pylist()).items():
+            tallies[key_of.get(value)].rows += rows
+        verdicts = judge_rows(table, contract, judge_key=False)
         for codes in (verdicts.rejecting, verdicts.soft):
-            flat = pc.list_flatten(codes)
-            owners = pc.list_parent_indices(codes)
-            for code in pc.unique(flat).to_pylist():
-                if code == contract.key_rule_code:
-                    continue
-                hit = pc.equal(flat, code)
-                counts[code] += int(pc.sum(hit).as_py())
-                if len(samples.setdefault(code, [])) < SAMPLE_ROWS:
-                    take = owners.filter(hit).slice(0, SAMPLE_ROWS - len(samples[code]))
-                    samples[code] += [_jsonable(r) for r in table.take(take).to_pylist()]
-    broken = {c for c in counts if c in rejecting}
-    severity = dg.AssetCheckSeverity.ERROR if broken or not counts else dg.AssetCheckSeverity.WARN
-    return Outcome(
-        passed=not counts,
-        severity=severity,
-        metadata={
-            "rows_checked": rows,
-            "rule_failures": dg.MetadataValue.json(dict(sorted(counts.items()))),
-            "failing_row_samples": dg.MetadataValue.json(samples),
-            "rules_checked": len(contract.rules) - (1 if contract.key_rule_code else 0),
-        },
-    )
+            parents = pc.list_parent_indices(codes)
+            if len(parents) == 0:
+                continue
+            hits = pa.table({"value": spelled.take(parents), "code": pc.list_flatten(codes), "row": parents})
+            grouped = hits.group_by(["value", "code"], use_threads=False).aggregate([("row", "list")])
+            for value, code, rows in zip(
+                *(grouped.column(c).to_pylist() for c in ("value", "code", "row_list"))
+            ):
+                tally = tallies[key_of.get(value)]
+                tally.counts[code] += len(rows)
+                samples = tally.samples.setdefault(code, [])
+                for row in rows[: SAMPLE_ROWS - len(samples)]:
+                    samples.append(_jsonable(table.slice(row, 1).to_pylist()[0]))
+    return {key: tally.outcome(contract) for key, tally in tallies.items()}
 
 
 def build_contract_rules_check(contract: TableContract) -> dg.AssetChecksDefinition:
@@ -119,7 +157,13 @@ def build_contract_rules_check(contract: TableContract) -> dg.AssetChecksDefinit
         metadata={"rules": dg.MetadataValue.json(rule_catalog(contract))},
     )
     def _check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> CheckEvents:
-        yield from _each_partition(context, warehouse.backend(), contract, partitions_def, contract_outcome)
+        backend = warehouse.backend()
+        if partitions_def is None:
+            yield whole(contract_outcomes(backend, contract, None)[None])
+            return
+        yield from per_partition(
+            context, contract_outcomes(backend, contract, run_partitions(context, contract))
+        )
 
     return _check
 

@@ -90,7 +90,11 @@ def _failure_code(contract: TableContract, row: Mapping) -> str | None:
 def repeated_keys(frame: pl.DataFrame, keys: Sequence[str]) -> np.ndarray:
     """Boolean mask of the rows whose ``keys`` value another row also has (nulls equal nulls, as
     pandera's uniqueness check counts them). One key column is sorted rather than hashed: faster on
-    millions of distinct values, and repeated values are rare."""
+    millions of distinct values, and repeated values are rare. A column holding one value
+    throughout (the partition of a one-day batch) is left out: it separates nothing."""
+    if len(keys) > 1:
+        varying = [k for k in keys if not _constant(frame.get_column(k))]
+        keys = varying or list(keys[-1:])
     if len(keys) > 1:
         return frame.select(keys).is_duplicated().to_numpy()
     column = frame.get_column(keys[0])
@@ -100,6 +104,17 @@ def repeated_keys(frame: pl.DataFrame, keys: Sequence[str]) -> np.ndarray:
     if column.null_count() > 1:
         repeated = repeated | column.is_null()
     return repeated.fill_null(False).to_numpy()
+
+
+def _constant(column: pl.Series) -> bool:
+    return column.null_count() == 0 and (len(column) == 0 or column.min() == column.max())
+
+
+def key_scope(contract: TableContract) -> list[str]:
+    """The columns a key must be unique over: the key within its partition, as the key check judges
+    it, so a batch holding several partitions is judged as each of them would be alone."""
+    column = contract.partition_column
+    return [column, *contract.keys] if column and column not in contract.keys else list(contract.keys)
 
 
 def judge_rows(table: pa.Table, contract: TableContract, *, judge_key: bool = True) -> RowVerdicts:
@@ -114,7 +129,8 @@ def judge_rows(table: pa.Table, contract: TableContract, *, judge_key: bool = Tr
     if contract.keyless_pandera is None or n == 0:
         return RowVerdicts(empty, empty)
     frame = pl.from_arrow(table)
-    key_rows = np.flatnonzero(repeated_keys(frame, contract.keys)) if judge_key and contract.keys else []
+    judged = judge_key and contract.keys
+    key_rows = np.flatnonzero(repeated_keys(frame, key_scope(contract))) if judged else []
     try:
         contract.keyless_pandera.validate(frame, lazy=True)
         cases = None

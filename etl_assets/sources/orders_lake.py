@@ -89,7 +89,6 @@ PIECES = pa.schema(
         ("location", pa.string()),
         ("row_groups", pa.list_(pa.int64())),
         ("day", pa.date32()),
-        ("first_bucket", pa.int64()),
         ("buckets", pa.int64()),
     ]
 )
@@ -119,8 +118,7 @@ def _split_pieces(batch: pa.Table) -> pa.Table:
         except Exception as exc:
             raise SourceError(f"orders lake file {piece['location']} is unreadable: {exc}") from exc
         table = _with_day(_to_lake_schema(table), piece["day"])
-        bucket = piece["first_bucket"] + hash_buckets(table.column("order_id"), piece["buckets"])
-        tables.append(sorted_into_buckets(table, bucket))
+        tables.append(sorted_into_buckets(table, hash_buckets(table.column("order_id"), piece["buckets"])))
     return pa.concat_tables(tables)
 
 
@@ -137,51 +135,68 @@ def row_group_runs(groups: Sequence[int], piece_rows: int = PIECE_ROWS) -> list[
     return runs
 
 
-def _pieces(day: LakeDay, first_bucket: int, buckets: int) -> list[dict]:
+def _pieces(day: LakeDay, buckets: int) -> list[dict]:
     return [
-        {
-            "location": location,
-            "row_groups": run,
-            "day": day.day,
-            "first_bucket": first_bucket,
-            "buckets": buckets,
-        }
+        {"location": location, "row_groups": run, "day": day.day, "buckets": buckets}
         for location, groups in zip(day.files, day.row_groups)
         for run in row_group_runs(groups)
     ]
 
 
-def _read_day(batch: pa.Table, transform: DayTransform) -> pa.Table:
-    tables = []
-    for day, files in zip(batch.column("day").to_pylist(), batch.column("files").to_pylist()):
-        tables.append(transform(_with_day(pa.concat_tables(_read_file(f) for f in files), day)))
-    return pa.concat_tables(tables)
+def _read_days(batch: pa.Table, transform: DayTransform) -> pa.Table:
+    """Runs in a Ray task: whole lake days, read and judged together (``transform`` keeps days
+    apart: a row's copies and its order id only count within its day)."""
+    days = [
+        _with_day(pa.concat_tables(_read_file(f) for f in files), day)
+        for day, files in zip(batch.column("day").to_pylist(), batch.column("files").to_pylist())
+    ]
+    return transform(pa.concat_tables(days))
+
+
+def _day_groups(days: Sequence[LakeDay]) -> list[list[LakeDay]]:
+    """Consecutive days in groups of about a bucket's rows, at least one group per CPU: many small
+    days in one task each would pay a task's and a validation's fixed cost per day."""
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    target = max(1, min(BUCKET_ROWS, -(-sum(d.rows for d in days) // cpus)))
+    groups: list[list[LakeDay]] = []
+    held = 0
+    for day in days:
+        if not groups or held + day.rows > target:
+            groups.append([])
+            held = 0
+        groups[-1].append(day)
+        held += day.rows
+    return groups
 
 
 def read_orders_days(days: Sequence[LakeDay], transform: DayTransform) -> ray.data.Dataset:
     """The window's lake days through ``transform``, a whole day or a bucket of one at a time.
 
-    When every day fits in a bucket, one task per day reads its files and runs ``transform``.
+    When every day fits in a bucket, tasks read groups of whole days (``_day_groups``) and run
+    ``transform`` on each group.
     Otherwise each day is split into buckets by order id (see the module docstring), so exact
     duplicates delivered in different files, and rows sharing an order id, still meet in one batch.
     """
     if all(d.rows <= BUCKET_ROWS for d in days):
-        items = pa.table(
-            {
-                "day": pa.array([d.day for d in days], pa.date32()),
-                "files": pa.array([list(d.files) for d in days], pa.list_(pa.string())),
-            }
+        groups = [
+            pa.table(
+                {
+                    "day": pa.array([d.day for d in group], pa.date32()),
+                    "files": pa.array([list(d.files) for d in group], pa.list_(pa.string())),
+                }
+            )
+            for group in _day_groups(days)
+        ]
+        return ray.data.from_arrow(groups).map_batches(
+            partial(_read_days, transform=transform), batch_format="pyarrow", batch_size=None
         )
-        return ray.data.from_arrow([items.slice(i, 1) for i in range(items.num_rows)]).map_batches(
-            partial(_read_day, transform=transform), batch_format="pyarrow", batch_size=1
-        )
-    pieces, buckets_total = [], 0
+    # One exchange per day: a day's pieces split only into that day's buckets.
+    exchanges = []
     for day in days:
         buckets = max(1, -(-day.rows // BUCKET_ROWS))
-        pieces += _pieces(day, buckets_total, buckets)
-        buckets_total += buckets
-    table = pa.Table.from_pylist(pieces, schema=PIECES)
-    tagged = ray.data.from_arrow([table.slice(i, 1) for i in range(table.num_rows)]).map_batches(
-        _split_pieces, batch_format="pyarrow", batch_size=1
-    )
-    return exchange(tagged, buckets_total, ignore_bucket(transform))
+        table = pa.Table.from_pylist(_pieces(day, buckets), schema=PIECES)
+        tagged = ray.data.from_arrow([table.slice(i, 1) for i in range(table.num_rows)]).map_batches(
+            _split_pieces, batch_format="pyarrow", batch_size=1
+        )
+        exchanges.append(exchange(tagged, buckets, ignore_bucket(transform)))
+    return exchanges[0].union(*exchanges[1:]) if len(exchanges) > 1 else exchanges[0]

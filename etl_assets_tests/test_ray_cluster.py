@@ -1,0 +1,37 @@
+"""The persistent local Ray of `make ray-up` / `make ray-down`: a run reaches it, and stopping it
+stops exactly what it started."""
+
+import os
+import subprocess
+import sys
+
+import psutil
+
+from etl_assets import ray_cluster
+
+
+def test_a_run_connects_to_the_persistent_ray_and_down_stops_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(ray_cluster, "STATE", tmp_path / "ray")
+    env = ray_cluster.up(num_cpus=1, object_store_mb=128)
+    try:
+        pid = ray_cluster.running_pid()
+        assert pid is not None
+        assert env["RAY_AUTH_MODE"] == "token" and os.stat(env["RAY_AUTH_TOKEN_PATH"]).st_mode & 0o077 == 0
+        # A fresh process, as a Dagster run would be, with only the printed variables.
+        script = "import ray; ray.init(); print(ray.get(ray.remote(lambda: 41 + 1).remote()))"
+        done = subprocess.run(
+            [sys.executable, "-c", script],
+            env={**{k: v for k, v in os.environ.items() if not k.startswith("RAY_")}, **env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.stdout.strip().endswith("42"), done.stderr[-2000:]
+        assert ray_cluster.up(num_cpus=1, object_store_mb=128) == env  # already up: the same cluster
+    finally:
+        ray_cluster.down()
+    assert ray_cluster.running_pid() is None
+    # Gone, or a zombie left for this test process (its parent here) to reap.
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert ray_cluster.client_env() == {}
+    assert not (tmp_path / "ray" / "auth_token").exists()
