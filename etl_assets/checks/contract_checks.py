@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from etl_assets.checks.partitioned import Outcome, latest_metadata, per_partition, whole
-from etl_assets.checks.window_reads import duplicate_keys, read_columns
+from etl_assets.checks.window_reads import duplicate_keys, partition_tables, read_columns
 from etl_assets.contracts import TableContract, conform
 from etl_assets.contracts.drift import schema_drift
 from etl_assets.contracts.validation import judge_rows, rule_catalog
@@ -41,19 +41,6 @@ def run_partitions(
     if partitions_def_of(contract) is DAILY:
         return {d.isoformat(): d for d in window_days(context)}
     return {key: key for key in context.partition_keys}
-
-
-def _each_partition(context, backend, contract, partitions_def, outcome_of) -> CheckEvents:
-    """``outcome_of(backend, contract, partitions)`` for each partition of the run, or for the whole
-    table when the check is not partitioned."""
-    if partitions_def is None:
-        yield whole(outcome_of(backend, contract, None))
-        return
-    outcomes = {
-        key: outcome_of(backend, contract, [value])
-        for key, value in run_partitions(context, contract).items()
-    }
-    yield from per_partition(context, outcomes)
 
 
 def _jsonable(row: dict) -> dict:
@@ -190,9 +177,8 @@ def build_schema_check(contract: TableContract) -> dg.AssetChecksDefinition:
     return _check
 
 
-def _key_outcome(backend: Warehouse, contract: TableContract, partitions) -> Outcome:
-    keys = list(contract.keys)
-    dupes = duplicate_keys(read_columns(backend, contract, partitions, keys), keys)
+def _key_outcome(table: pa.Table, keys: list[str]) -> Outcome:
+    dupes = duplicate_keys(table, keys)
     return Outcome(
         passed=dupes.num_rows == 0,
         metadata={
@@ -214,7 +200,15 @@ def build_key_unique_check(contract: TableContract, whole_table: bool = False) -
         + (" across the whole table." if partitions_def is None else " within a partition."),
     )
     def _check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> CheckEvents:
-        yield from _each_partition(context, warehouse.backend(), contract, partitions_def, _key_outcome)
+        backend = warehouse.backend()
+        keys = list(contract.keys)
+        if partitions_def is None:
+            yield whole(_key_outcome(read_columns(backend, contract, None, keys), keys))
+            return
+        partitions = run_partitions(context, contract)
+        key_of = {str(value): key for key, value in partitions.items()}
+        tables = partition_tables(backend, contract, list(partitions.values()), keys)
+        yield from per_partition(context, {key_of[str(v)]: _key_outcome(t, keys) for v, t in tables})
 
     return _check
 
