@@ -66,8 +66,9 @@ def inspect_days(lake_dir: str, days: Sequence[date]) -> list[LakeDay]:
         for path in files:
             try:
                 fs, on_fs = storage.filesystem(path)
-                meta = pq.read_metadata(on_fs, filesystem=fs)
-                schema = pq.read_schema(on_fs, filesystem=fs)
+                with fs.open_input_file(on_fs) as handle:  # one open reads the footer once
+                    footer = pq.ParquetFile(handle)
+                    meta, schema = footer.metadata, footer.schema_arrow
             except Exception as exc:
                 raise SourceError(f"orders lake file {path} is unreadable: {exc}") from exc
             drift = schema_drift(schema, LAKE_SCHEMA)
