@@ -17,17 +17,21 @@ import ray.data
 from etl_assets.transforms.common import hash_buckets
 
 
-def shuffle_blocks() -> int:
-    """Blocks for a keyed shuffle: one per CPU of the cluster."""
+def cluster_cpus() -> int:
+    """CPUs of the cluster: the parallelism a job can count on."""
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
-def co_locate(
-    ds: ray.data.Dataset, key: str, fn: Callable[[pa.Table], pa.Table], rows: int | None = None
-) -> ray.data.Dataset:
+def per_task_rows(total: int, most: int) -> int:
+    """Rows for each task of a job over ``total`` rows: at most ``most``, and few enough that every
+    CPU gets a task when there is enough to share."""
+    return max(1, min(most, -(-total // cluster_cpus())))
+
+
+def co_locate(ds: ray.data.Dataset, key: str, fn: Callable[[pa.Table], pa.Table]) -> ray.data.Dataset:
     """``fn`` on groups of ``ds``'s rows in which every row sharing a ``key`` value meets (an
-    ``exchange`` by a hash of ``key``); ``rows``, when known, sizes the buckets."""
-    buckets = buckets_for(rows or 0)
+    ``exchange`` by a hash of ``key``, one bucket per CPU)."""
+    buckets = cluster_cpus()
     return exchange(map_blocks(ds, bucketed(_same, key, buckets)), buckets, ignore_bucket(fn))
 
 
@@ -44,7 +48,7 @@ BUCKET_ROWS = 1_000_000
 def buckets_for(rows: int) -> int:
     """Buckets for an exchange of ``rows`` rows: one per ``BUCKET_ROWS``, and at least one per CPU
     so every core has a bucket to work on."""
-    return max(shuffle_blocks(), -(-rows // BUCKET_ROWS))
+    return max(cluster_cpus(), -(-rows // BUCKET_ROWS))
 
 
 def sorted_into_buckets(table: pa.Table, bucket: np.ndarray) -> pa.Table:

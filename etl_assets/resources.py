@@ -14,6 +14,7 @@ from pydantic import Field, PrivateAttr
 from ray.data import DataContext, ExecutionResources
 
 from etl_assets import storage
+from etl_assets.ray_steps import cluster_cpus
 from etl_assets.settings import load_settings
 from etl_assets.warehouse.base import Warehouse
 from etl_assets.warehouse.delta import DeltaWarehouse
@@ -99,8 +100,7 @@ class RayResource(dg.ConfigurableResource):
         prepares the first step takes that off the run's wall time; Ray Data's tasks reuse them.
         """
         # A few at most: on a big cluster Ray Data starts the rest as it needs them.
-        cpus = min(int(ray.cluster_resources().get("CPU", 1)), WARM_WORKERS)
-        self._warming = [_warm_worker.remote() for _ in range(cpus)]
+        self._warming = [_warm_worker.remote() for _ in range(min(cluster_cpus(), WARM_WORKERS))]
 
     def _configure_data_context(self) -> None:
         ctx = DataContext.get_current()

@@ -10,7 +10,7 @@ import pytest
 
 from etl_assets.contracts import CUSTOMERS, ORDERS, conform
 from etl_assets.contracts.validation import repeated_keys, spread_lists
-from etl_assets.sources.orders_lake import row_group_runs
+from etl_assets.sizing import runs
 from etl_assets.transforms.common import (
     first_copy_of_each_row,
     first_row_of_each_group,
@@ -75,9 +75,10 @@ def test_hash_buckets_keep_equal_keys_together_and_spread_strided_ids():
     assert spread[0] == spread[3] and spread[2] == spread[4] == 0
 
 
-def test_row_groups_are_read_in_runs_of_about_a_piece():
-    assert row_group_runs([300, 300, 500, 100, 200], piece_rows=600) == [[0, 1], [2, 3], [4]]
-    assert row_group_runs([900], piece_rows=600) == [[0]]
+def test_sized_items_are_cut_into_runs_of_about_the_target():
+    assert runs([300, 300, 500, 100, 200], 600) == [[0, 1], [2, 3], [4]]
+    assert runs([900, 100], 600) == [[0], [1]]  # an item past the target is a run of its own
+    assert runs([0, 0, 5], 1) == [[0, 1], [2]] and runs([], 10) == []
 
 
 @pytest.mark.parametrize("sparse", [False, True], ids=["dense ids", "sparse ids"])

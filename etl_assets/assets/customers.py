@@ -10,7 +10,7 @@ from etl_assets.assets.metadata import definition_metadata, same_columns, write_
 from etl_assets.assets.sources import crm_customers
 from etl_assets.contracts import CUSTOMERS, RAW_CUSTOMERS
 from etl_assets.partitions import window_days
-from etl_assets.ray_steps import co_locate, shuffle_blocks, timed
+from etl_assets.ray_steps import cluster_cpus, co_locate, timed
 from etl_assets.resources import RayResource, SourcesResource, WarehouseResource
 from etl_assets.sources.crm import CrmDatabase, read_customer_versions
 from etl_assets.transforms.customers import (
@@ -56,7 +56,7 @@ def raw_customers(
     with source_failures(), timed() as timer:
         crm = CrmDatabase(sources.crm_url)
         ignored = crm.check_table("customers", CUSTOMER_COLUMNS)
-        versions = read_customer_versions(crm, start, end, shuffle_blocks())
+        versions = read_customer_versions(crm, start, end, cluster_cpus())
         cleaned = co_locate(versions, "customer_id", clean_customers)
         result = backend.replace_window(cleaned, [RAW_CUSTOMERS], days).tables[RAW_CUSTOMERS.name]
     if ignored:

@@ -11,7 +11,7 @@ from etl_assets.assets.common import RAY_KINDS, RAY_POOL, RAY_RETRY, source_fail
 from etl_assets.assets.metadata import definition_metadata, same_columns, write_metadata
 from etl_assets.assets.sources import crm_transactions
 from etl_assets.contracts import TRANSACTIONS
-from etl_assets.ray_steps import shuffle_blocks, timed
+from etl_assets.ray_steps import cluster_cpus, timed
 from etl_assets.resources import RayResource, SourcesResource, WarehouseResource
 from etl_assets.sources.crm import CrmDatabase, read_transaction_changes
 from etl_assets.transforms.transactions import SOURCE_COLUMNS, prepare_transactions
@@ -77,7 +77,7 @@ def transactions(
     crm = CrmDatabase(sources.crm_url)
     with source_failures(), timed() as timer:
         ignored = crm.check_table("transactions", TRANSACTION_COLUMNS)
-        changes = read_transaction_changes(crm, since, shuffle_blocks()).map_batches(
+        changes = read_transaction_changes(crm, since, cluster_cpus()).map_batches(
             partial(prepare_transactions, processed_at=processed_at), batch_format="pyarrow", batch_size=None
         )
         if full:

@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from etl_assets.contracts import TableContract
+from etl_assets.sizing import runs
 from etl_assets.warehouse.base import PartitionValue, Warehouse
 
 
@@ -35,17 +36,8 @@ def partition_tables(
     """``columns`` of each partition in ``values``, in order, read in groups of partitions of about
     ``GROUP_ROWS`` rows."""
     counts = backend.partition_row_counts(contract)
-    group: list[PartitionValue] = []
-    held = 0
-    for value in values:
-        rows = counts.get(str(value), 0)
-        if group and held + rows > GROUP_ROWS:
-            yield from _split(backend, contract, group, columns)
-            group, held = [], 0
-        group.append(value)
-        held += rows
-    if group:
-        yield from _split(backend, contract, group, columns)
+    for run in runs([counts.get(str(value), 0) for value in values], GROUP_ROWS):
+        yield from _split(backend, contract, [values[i] for i in run], columns)
 
 
 def _split(

@@ -16,14 +16,14 @@ from functools import partial
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import ray
 import ray.data
 
 from etl_assets import storage
 from etl_assets.contracts.drift import schema_drift
 from etl_assets.contracts.validation import repeated
-from etl_assets.ray_steps import BUCKET_ROWS, exchange, ignore_bucket, sorted_into_buckets
+from etl_assets.ray_steps import BUCKET_ROWS, exchange, ignore_bucket, per_task_rows, sorted_into_buckets
 from etl_assets.sample_data import ORDERS_SCHEMA
+from etl_assets.sizing import runs
 from etl_assets.sources.crm import SourceError
 from etl_assets.transforms.common import hash_buckets
 
@@ -99,9 +99,17 @@ def _to_lake_schema(table: pa.Table) -> pa.Table:
     return pa.Table.from_arrays([table.column(f.name).cast(f.type) for f in LAKE_SCHEMA], schema=LAKE_SCHEMA)
 
 
-def _read_file(location: str) -> pa.Table:
+def _read_lake_file(location: str, row_groups: list[int] | None = None) -> pa.Table:
+    """A lake file's contract columns (its ``row_groups`` only, when given), cast to the contract."""
     fs, path = storage.filesystem(location)
-    return pq.read_table(path, columns=LAKE_SCHEMA.names, schema=LAKE_SCHEMA, filesystem=fs)
+    try:
+        with fs.open_input_file(path) as handle:
+            footer = pq.ParquetFile(handle)
+            groups = range(footer.num_row_groups) if row_groups is None else row_groups
+            table = footer.read_row_groups(groups, columns=LAKE_SCHEMA.names)
+    except Exception as exc:
+        raise SourceError(f"orders lake file {location} is unreadable: {exc}") from exc
+    return _to_lake_schema(table)
 
 
 def _with_day(table: pa.Table, day: date) -> pa.Table:
@@ -112,35 +120,16 @@ def _split_pieces(batch: pa.Table) -> pa.Table:
     """Runs in a Ray task: some row groups of lake files, each row tagged with its day's bucket."""
     tables = []
     for piece in batch.to_pylist():
-        fs, path = storage.filesystem(piece["location"])
-        try:
-            with fs.open_input_file(path) as handle:
-                table = pq.ParquetFile(handle).read_row_groups(piece["row_groups"], columns=LAKE_SCHEMA.names)
-        except Exception as exc:
-            raise SourceError(f"orders lake file {piece['location']} is unreadable: {exc}") from exc
-        table = _with_day(_to_lake_schema(table), piece["day"])
+        table = _with_day(_read_lake_file(piece["location"], piece["row_groups"]), piece["day"])
         tables.append(sorted_into_buckets(table, hash_buckets(table.column("order_id"), piece["buckets"])))
     return pa.concat_tables(tables)
-
-
-def row_group_runs(groups: Sequence[int], piece_rows: int = PIECE_ROWS) -> list[list[int]]:
-    """Consecutive row groups of a file (their row counts given), in runs of about ``piece_rows``."""
-    runs: list[list[int]] = []
-    rows = 0
-    for index, count in enumerate(groups):
-        if not runs or rows + count > piece_rows:
-            runs.append([])
-            rows = 0
-        runs[-1].append(index)
-        rows += count
-    return runs
 
 
 def _pieces(day: LakeDay, buckets: int) -> list[dict]:
     return [
         {"location": location, "row_groups": run, "day": day.day, "buckets": buckets}
         for location, groups in zip(day.files, day.row_groups)
-        for run in row_group_runs(groups)
+        for run in runs(groups, PIECE_ROWS)
     ]
 
 
@@ -148,7 +137,7 @@ def _read_days(batch: pa.Table, transform: DayTransform) -> pa.Table:
     """Runs in a Ray task: whole lake days, read and judged together (``transform`` keeps days
     apart: a row's copies and its order id only count within its day)."""
     days = [
-        _with_day(pa.concat_tables(_read_file(f) for f in files), day)
+        _with_day(pa.concat_tables(_read_lake_file(f) for f in files), day)
         for day, files in zip(batch.column("day").to_pylist(), batch.column("files").to_pylist())
     ]
     return transform(pa.concat_tables(days))
@@ -157,17 +146,8 @@ def _read_days(batch: pa.Table, transform: DayTransform) -> pa.Table:
 def _day_groups(days: Sequence[LakeDay]) -> list[list[LakeDay]]:
     """Consecutive days in groups of about a bucket's rows, at least one group per CPU: many small
     days in one task each would pay a task's and a validation's fixed cost per day."""
-    cpus = int(ray.cluster_resources().get("CPU", 1))
-    target = max(1, min(BUCKET_ROWS, -(-sum(d.rows for d in days) // cpus)))
-    groups: list[list[LakeDay]] = []
-    held = 0
-    for day in days:
-        if not groups or held + day.rows > target:
-            groups.append([])
-            held = 0
-        groups[-1].append(day)
-        held += day.rows
-    return groups
+    target = per_task_rows(sum(d.rows for d in days), BUCKET_ROWS)
+    return [[days[i] for i in run] for run in runs([d.rows for d in days], target)]
 
 
 def read_orders_days(days: Sequence[LakeDay], transform: DayTransform) -> ray.data.Dataset:

@@ -29,6 +29,8 @@ from etl_assets import storage
 from etl_assets.contracts import TableContract
 from etl_assets.contracts.drift import schema_drift
 from etl_assets.contracts.validation import ContractViolation, SchemaMismatch, enforce, repeated
+from etl_assets.ray_steps import per_task_rows
+from etl_assets.sizing import runs
 from etl_assets.warehouse.base import (
     PartitionValue,
     ReplaceResult,
@@ -336,11 +338,15 @@ class DeltaWarehouse(Warehouse):
             if column
             else [None] * len(paths)
         )
-        counts = actions.column("num_records").to_pylist()
+        counts = [c or 0 for c in actions.column("num_records").to_pylist()]
         # Groups of about READ_ROWS rows, but at least one per CPU when there are files enough.
-        cpus = int(ray.cluster_resources().get("CPU", 1))
-        target = max(1, min(READ_ROWS, -(-sum(c or 0 for c in counts) // cpus)))
-        groups = _file_groups(paths, values, counts, target)
+        target = per_task_rows(sum(counts), READ_ROWS)
+        groups = [
+            pa.table(
+                {"path": [paths[i] for i in run], "partition_value": [values[i] for i in run]}, READ_ITEMS
+            )
+            for run in runs(counts, target)
+        ]
         return ray.data.from_arrow(groups).map_batches(
             partial(_read_files, schema=schema, partition_column=column if column in columns else None),
             batch_format="pyarrow",
@@ -380,21 +386,6 @@ def _sql_literal(value: object) -> str:
 # A read task takes files until it holds about this many rows.
 READ_ROWS = 1_000_000
 READ_ITEMS = pa.schema([("path", pa.string()), ("partition_value", pa.string())])
-
-
-def _file_groups(
-    paths: list[str], values: list[str | None], rows: list[int | None], target: int
-) -> list[pa.Table]:
-    groups, current, held = [], [], 0
-    for path, value, count in zip(paths, values, rows):
-        current.append({"path": path, "partition_value": value})
-        held += count or 0
-        if held >= target:
-            groups.append(current)
-            current, held = [], 0
-    if current:
-        groups.append(current)
-    return [pa.Table.from_pylist(g, schema=READ_ITEMS) for g in groups]
 
 
 def _read_files(items: pa.Table, schema: pa.Schema, partition_column: str | None) -> pa.Table:
