@@ -66,15 +66,17 @@ class RayResource(dg.ConfigurableResource):
     )
 
     _started_here: bool = PrivateAttr(default=False)
+    _connected_here: bool = PrivateAttr(default=False)
     _warming: list = PrivateAttr(default_factory=list)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         start = time.perf_counter()
+        self._started_here = self._connected_here = False
         if ray.is_initialized():
-            self._started_here = False
+            pass
         elif self.address:
             ray.init(address=self.address, log_to_driver=False)
-            self._started_here = False
+            self._connected_here = True
         else:
             os.makedirs(self.temp_dir, exist_ok=True)
             ray.init(
@@ -122,9 +124,11 @@ class RayResource(dg.ConfigurableResource):
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         self._warming = []
-        if self._started_here and ray.is_initialized():
+        # Disconnecting here rather than leaving it to Ray's exit hook saves a run half a second:
+        # that hook sleeps 0.5 s first. A cluster this resource only connected to keeps running.
+        if (self._started_here or self._connected_here) and ray.is_initialized():
             ray.shutdown()
-        self._started_here = False
+        self._started_here = self._connected_here = False
 
 
 class SourcesResource(dg.ConfigurableResource):

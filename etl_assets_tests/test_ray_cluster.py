@@ -17,8 +17,18 @@ def test_a_run_connects_to_the_persistent_ray_and_down_stops_it(tmp_path, monkey
         pid = ray_cluster.running_pid()
         assert pid is not None
         assert env["RAY_AUTH_MODE"] == "token" and os.stat(env["RAY_AUTH_TOKEN_PATH"]).st_mode & 0o077 == 0
-        # A fresh process, as a Dagster run would be, with only the printed variables.
-        script = "import ray; ray.init(); print(ray.get(ray.remote(lambda: 41 + 1).remote()))"
+        # A fresh process, as a Dagster run would be, with only the printed variables: the run's
+        # resource connects, and disconnects after the run without stopping the cluster.
+        script = (
+            "import dagster as dg, ray\n"
+            "from etl_assets.resources import RayResource\n"
+            "@dg.asset\n"
+            "def answer(ray_cluster: RayResource) -> int:\n"
+            "    return ray.get(ray.remote(lambda: 41 + 1).remote())\n"
+            "result = dg.materialize([answer], resources={'ray_cluster': RayResource()})\n"
+            "print('connected after the run:', ray.is_initialized())\n"
+            "print(result.output_for_node('answer'))\n"
+        )
         done = subprocess.run(
             [sys.executable, "-c", script],
             env={**{k: v for k, v in os.environ.items() if not k.startswith("RAY_")}, **env},
@@ -27,6 +37,8 @@ def test_a_run_connects_to_the_persistent_ray_and_down_stops_it(tmp_path, monkey
             timeout=120,
         )
         assert done.stdout.strip().endswith("42"), done.stderr[-2000:]
+        assert "connected after the run: False" in done.stdout
+        assert ray_cluster.running_pid() == pid
         assert ray_cluster.up(num_cpus=1, object_store_mb=128) == env  # already up: the same cluster
     finally:
         ray_cluster.down()
