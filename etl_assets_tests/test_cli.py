@@ -1,10 +1,13 @@
 """End to end through the Dagster CLI, as the README tells a user to run it."""
 
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 from deltalake import DeltaTable
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,6 +28,16 @@ def cli(args: list[str], data_dir: Path, home: Path) -> subprocess.CompletedProc
     )
 
 
+def processes_of(session: str) -> list[str]:
+    """Live processes of the Ray session ``session`` (its name is in their command lines)."""
+    found = []
+    for process in psutil.process_iter(["cmdline", "status"]):
+        words = " ".join(process.info["cmdline"] or [])
+        if session in words and process.info["status"] != psutil.STATUS_ZOMBIE:
+            found.append(words[:200])
+    return found
+
+
 def days_in(table: Path, column: str) -> dict[str, int]:
     data = DeltaTable(str(table)).to_pyarrow_table().column(column).to_pylist()
     counts: dict[str, int] = {}
@@ -43,6 +56,13 @@ def test_cli_materializes_a_partition_then_a_range(sample_dir, tmp_path):
 
     single = cli(["--partition", "2024-01-03"], data_dir, home)
     assert single.returncode == 0, single.stderr[-3000:]
+    # The run's private Ray is gone with it: no process of its session is left (workers may take
+    # a moment after their raylet).
+    session = re.search(r"(session_[0-9_-]+)", single.stderr).group(1)
+    deadline = time.monotonic() + 15
+    while processes_of(session) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert processes_of(session) == []
     metrics = data_dir / "warehouse" / "daily_customer_metrics"
     assert set(days_in(metrics, "metric_date")) == {"2024-01-03"}
 
