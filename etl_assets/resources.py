@@ -50,11 +50,12 @@ def _warm_worker() -> None:
 def _stop_autoscaler_monitor() -> None:
     """Kill the private Ray's autoscaler monitor before ``ray.shutdown``.
 
-    ``ray.shutdown`` sends each process SIGTERM and waits up to a second for it; the monitor never
-    exits in that second, so every run with a private Ray paid one second for it before Ray killed
-    it anyway. A one-machine Ray has nothing to autoscale, and ``ray.init`` has no switch to leave
-    the monitor out (``ray start --no-monitor`` does). Ray keeps its processes on the private
-    ``_global_node``; ray is pinned to 2.60, and when that changes this stops nothing.
+    ``ray.shutdown`` sends each process SIGTERM and waits up to a second for it; the monitor does
+    not exit in that second (its handler tries to reach the GCS, stopped just before), so every run
+    with a private Ray paid one second for it before Ray killed it anyway. A one-machine Ray has
+    nothing to autoscale, and ``ray.init`` has no switch to leave the monitor out (``ray start
+    --no-monitor`` has). Ray keeps its processes on the private ``_global_node``; ray is pinned
+    to 2.60, and should a later Ray move them, this stops nothing and shutdown is a second slower.
     """
     node = getattr(ray._private.worker, "_global_node", None)
     for info in getattr(node, "all_processes", {}).get(ray_constants.PROCESS_TYPE_MONITOR, []):

@@ -56,9 +56,11 @@ def test_cli_materializes_a_partition_then_a_range(sample_dir, tmp_path):
 
     single = cli(["--partition", "2024-01-03"], data_dir, home)
     assert single.returncode == 0, single.stderr[-3000:]
-    # The run's private Ray is gone with it: no process of its session is left (workers may take
-    # a moment after their raylet).
-    session = re.search(r"(session_[0-9_-]+)", single.stderr).group(1)
+    # The run's private Ray is gone with it: no raylet, GCS, monitor, log monitor or agent of its
+    # session is left (their command lines name the session; workers rename themselves ray::...).
+    found = re.search(r"(session_[0-9_-]+)", single.stderr)
+    assert found, "the run's log names no Ray session: " + single.stderr[-2000:]
+    session = found.group(1)
     deadline = time.monotonic() + 15
     while processes_of(session) and time.monotonic() < deadline:
         time.sleep(0.5)
