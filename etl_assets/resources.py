@@ -8,7 +8,7 @@ import subprocess
 import tempfile
 import time
 from contextlib import suppress
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import dagster as dg
 import ray
@@ -85,18 +85,18 @@ class RayResource(dg.ConfigurableResource):
         default=None, description="Object store bytes one Ray Data job may hold (MiB)."
     )
 
-    _started_here: bool = PrivateAttr(default=False)
-    _connected_here: bool = PrivateAttr(default=False)
+    # The Ray this run opened and must close at teardown: one it started, or one it connected to.
+    _opened: Literal["private", "connected"] | None = PrivateAttr(default=None)
     _warming: list = PrivateAttr(default_factory=list)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         start = time.perf_counter()
-        self._started_here = self._connected_here = False
+        self._opened = None
         if ray.is_initialized():
-            pass
+            pass  # the tests' shared Ray: used, never closed here
         elif self.address:
             ray.init(address=self.address, log_to_driver=False)
-            self._connected_here = True
+            self._opened = "connected"
         else:
             os.makedirs(self.temp_dir, exist_ok=True)
             ray.init(
@@ -108,10 +108,10 @@ class RayResource(dg.ConfigurableResource):
                 log_to_driver=False,
                 configure_logging=False,
             )
-            self._started_here = True
+            self._opened = "private"
         self._configure_data_context()
         self._prestart_workers()
-        how = "started a private local Ray" if self._started_here else "connected to Ray"
+        how = "started a private local Ray" if self._opened == "private" else "connected to Ray"
         context.log.info(f"ray_cluster: {how} in {time.perf_counter() - start:.2f} s")
 
     def _prestart_workers(self) -> None:
@@ -146,11 +146,11 @@ class RayResource(dg.ConfigurableResource):
         self._warming = []
         # Disconnecting here rather than leaving it to Ray's exit hook saves a run half a second:
         # that hook sleeps 0.5 s first. A cluster this resource only connected to keeps running.
-        if self._started_here and ray.is_initialized():
-            _stop_autoscaler_monitor()
-        if (self._started_here or self._connected_here) and ray.is_initialized():
+        if self._opened and ray.is_initialized():
+            if self._opened == "private":
+                _stop_autoscaler_monitor()
             ray.shutdown()
-        self._started_here = self._connected_here = False
+        self._opened = None
 
 
 class SourcesResource(dg.ConfigurableResource):
