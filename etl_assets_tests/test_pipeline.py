@@ -4,6 +4,7 @@ import shutil
 from collections import Counter
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
@@ -238,27 +239,37 @@ def test_materialization_metadata(sample_dir, tmp_path):
     result = run_window(
         sample_dir, tmp_path / "w", day(0), day(1), assets=[definitions.orders_and_rejects], with_checks=False
     )
-    by_key = {
-        m.asset_key.to_user_string(): m.metadata
-        for m in result.asset_materializations_for_node("orders_and_rejects")
+    materializations = result.asset_materializations_for_node("orders_and_rejects")
+    by_partition = {(m.asset_key.to_user_string(), m.partition): m.metadata for m in materializations}
+    assert set(by_partition) == {
+        (t, d.isoformat()) for t in ("orders", "orders_rejects") for d in (day(0), day(1))
     }
-    orders = by_key["orders"]
     table = read_table(tmp_path / "w", "orders")
-    assert orders["dagster/row_count"].value == len(table)
-    assert orders["rows_in"].value == (
-        orders["rows_loaded"].value + orders["rows_rejected"].value + orders["duplicates_collapsed"].value
-    )
-    assert [c.name for c in orders["dagster/column_schema"].schema.columns] == ORDERS.column_names
-    # Counts per rule of rejecting rules, in total and per day, equal the codes on the stored rejects.
     rejects = read_table(tmp_path / "w", "orders_rejects")
     rejecting = {r.code for r in ORDERS.rules if r.rejects}
-    stored = Counter(c for rules in rejects["failed_rules"] for c in rules)
-    assert {c: n for c, n in orders["rule_failures"].value.items() if c in rejecting} == stored
-    per_day = orders["rule_failures_per_partition"].value
     for d in (day(0), day(1)):
+        orders = by_partition[("orders", d.isoformat())]
+        # Each partition reports its own rows, not the run's (both days are in this run).
+        loaded = int((pd.to_datetime(table["order_date"]).dt.date == d).sum())
         of_day = rejects[pd.to_datetime(rejects["order_date"]).dt.date == d]
+        assert orders["dagster/partition_row_count"].value == orders["rows_loaded"].value == loaded
+        assert orders["rows_rejected"].value == len(of_day)
+        assert by_partition[("orders_rejects", d.isoformat())]["dagster/partition_row_count"].value == len(
+            of_day
+        )
+        assert orders["dagster/row_count"].value == len(table)
+        lake_rows = sum(
+            pq.ParquetFile(f).metadata.num_rows
+            for f in (sample_dir / "sources" / "lake" / "orders" / f"date={d.isoformat()}").glob("*.parquet")
+        )
+        assert orders["rows_in"].value == lake_rows > 0
+        assert orders["rows_in"].value == (
+            orders["rows_loaded"].value + orders["rows_rejected"].value + orders["duplicates_collapsed"].value
+        )
+        # Counts per rule of rejecting rules equal the codes on the day's stored rejects.
         stored_of_day = Counter(c for rules in of_day["failed_rules"] for c in rules)
-        assert {c: n for c, n in per_day[d.isoformat()].items() if c in rejecting} == stored_of_day
+        assert {c: n for c, n in orders["rule_failures"].value.items() if c in rejecting} == stored_of_day
+        assert [c.name for c in orders["dagster/column_schema"].schema.columns] == ORDERS.column_names
     assert orders["source_columns_ignored"].value == {}
     assert "order_date" in orders["dagster/column_lineage"].column_lineage.deps_by_column
     assert orders["dagster/uri"].value.endswith("/orders")
@@ -298,8 +309,8 @@ def test_nothing_lost_check_fails_when_lake_rows_are_unaccounted_for(sample_dir,
 
 @pytest.mark.parametrize("problem", ["unreadable", "retyped", "missing_column", "extra_column"])
 def test_lake_problems_fail_naming_file_and_column_or_are_ignored(sample_dir, tmp_path, problem):
+    import dagster as dg
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from etl_assets import definitions
 
@@ -329,8 +340,13 @@ def test_lake_problems_fail_naming_file_and_column_or_are_ignored(sample_dir, tm
     if problem == "extra_column":
         assert result.success  # an unknown column is ignored, with a warning
         assert "coupon" not in read_table(tmp_path / "w", "orders").columns
-        metadata = result.asset_materializations_for_node("orders_and_rejects")[0].metadata
-        assert metadata["source_columns_ignored"].value == {day(1).isoformat(): {"coupon": "string"}}
+        ignored = {
+            m.partition: m.metadata["source_columns_ignored"].value
+            for m in result.asset_materializations_for_node("orders_and_rejects")
+            if m.asset_key == dg.AssetKey("orders")
+        }
+        # Reported on the day whose file has the column, and only there.
+        assert ignored == {day(0).isoformat(): {}, day(1).isoformat(): {"coupon": "string"}}
         return
     assert not result.success
     message = next(

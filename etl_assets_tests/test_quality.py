@@ -216,3 +216,32 @@ def test_a_merge_refuses_rows_that_break_the_contract_with_its_own_error(tmp_pat
     assert DeltaTable(str(tmp_path / "hourly_user_metrics")).to_pyarrow_table().column(
         "event_count"
     ).to_pylist() == [2]
+
+
+def test_checks_read_each_partitions_duplicates_from_its_latest_materialization():
+    """The accounting checks read the duplicates a partition's last load left out, whether that
+    load wrote per-partition metadata or (before it did) one dict by partition for its window."""
+    from etl_assets.checks.partitioned import latest_counts
+    from etl_assets.checks.rules import EVENT_DUPLICATES, ORDER_DUPLICATES
+
+    instance = dg.DagsterInstance.ephemeral()
+
+    def materialize(asset: str, partition: str, **metadata) -> None:
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(asset, partition=partition, metadata=metadata)
+        )
+
+    # An old two-day run: the run's total on both days, the split in a dict.
+    for d in ("2024-01-01", "2024-01-02"):
+        materialize(
+            "orders", d, duplicates_collapsed=7, duplicates_per_day={"2024-01-01": 3, "2024-01-02": 4}
+        )
+    materialize("orders", "2024-01-02", duplicates_collapsed=5)  # re-loaded since, on its own
+    days = ["2024-01-01", "2024-01-02", "2024-01-03"]
+    assert latest_counts(instance, "orders", days, ORDER_DUPLICATES) == {
+        "2024-01-01": 3,
+        "2024-01-02": 5,
+        "2024-01-03": 0,
+    }
+    materialize("events", "b1", duplicates_in_load=2, duplicates_already_loaded=9)
+    assert latest_counts(instance, "events", ["b1"], EVENT_DUPLICATES) == {"b1": 11}

@@ -6,7 +6,7 @@ from functools import partial
 import dagster as dg
 
 from etl_assets.assets.common import DAILY_RAY_ASSET, RAY_KINDS, source_failures
-from etl_assets.assets.metadata import definition_metadata, same_columns, write_metadata
+from etl_assets.assets.metadata import definition_metadata, materialize_result, same_columns
 from etl_assets.assets.sources import crm_customers
 from etl_assets.contracts import CUSTOMERS, RAW_CUSTOMERS
 from etl_assets.partitions import window_days
@@ -61,10 +61,13 @@ def raw_customers(
         result = backend.replace_window(cleaned, [RAW_CUSTOMERS], days).tables[RAW_CUSTOMERS.name]
     if ignored:
         context.log.warning(f"CRM table customers: columns not in the contract were ignored: {ignored}")
-    return dg.MaterializeResult(
-        metadata=write_metadata(
-            RAW_CUSTOMERS, result, timer, RAW_LINEAGE, source_columns_ignored=dg.MetadataValue.json(ignored)
-        )
+    return materialize_result(
+        context,
+        RAW_CUSTOMERS,
+        result,
+        timer,
+        RAW_LINEAGE,
+        source_columns_ignored=dg.MetadataValue.json(ignored),
     )
 
 
@@ -98,6 +101,6 @@ def customers(
             versions = versions.union(existing)
         rebuilt = co_locate(versions, "customer_id", scd2_for_changed_customers)
         result = backend.merge(rebuilt, CUSTOMERS)
-    return dg.MaterializeResult(
-        metadata=write_metadata(CUSTOMERS, result, timer, CUSTOMERS_LINEAGE, merged_rows=result.rows_written)
+    return materialize_result(
+        context, CUSTOMERS, result, timer, CUSTOMERS_LINEAGE, merged_rows=result.rows_written
     )

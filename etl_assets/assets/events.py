@@ -8,7 +8,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from etl_assets.assets.common import RAY_KINDS, RAY_POOL, RAY_RETRY, source_failures
-from etl_assets.assets.metadata import definition_metadata, rule_metadata, same_columns, write_metadata
+from etl_assets.assets.metadata import (
+    definition_metadata,
+    materialize_result,
+    materialize_results,
+    rule_failures_by_partition,
+    same_columns,
+)
 from etl_assets.assets.sources import events_landing
 from etl_assets.contracts import EVENTS, EVENTS_REJECTS, HOURLY_USER_METRICS
 from etl_assets.partitions import EVENT_BATCHES, SINGLE_RUN
@@ -18,7 +24,7 @@ from etl_assets.sources.landing import batch_files, read_event_files
 from etl_assets.transforms.events import (
     ALREADY_LOADED,
     DUPLICATE_IN_LOAD,
-    DUPLICATES_PER_BATCH,
+    DUPLICATES_DROPPED,
     LINE_SCHEMA,
     combine_hourly_metrics,
     drop_duplicate_events,
@@ -97,41 +103,27 @@ def events_and_rejects(
         written = backend.replace_partitions(
             marked, [EVENTS, EVENTS_REJECTS], batch_ids, route=partial(split_events, run_id=context.run_id)
         )
-    loaded_rows = written.tables[EVENTS.name]
-    rejected = written.tables[EVENTS_REJECTS.name]
-    in_load = written.other_counts.get(DUPLICATE_IN_LOAD, 0)
-    already = written.other_counts.get(ALREADY_LOADED, 0)
-    lines_in = loaded_rows.rows_written + rejected.rows_written + in_load + already
-    accounting = {
-        "lines_in": lines_in,
-        "rows_loaded": loaded_rows.rows_written,
-        "rows_rejected": rejected.rows_written,
-        "duplicates_in_load": in_load,
-        "duplicates_already_loaded": already,
-        "reject_rate": round(rejected.rows_written / lines_in, 6) if lines_in else 0.0,
-        **rule_metadata(written, list(batch_ids)),
-        DUPLICATES_PER_BATCH: dg.MetadataValue.json(
-            {
-                b: sum(
-                    written.other_counts_per_partition.get(k, {}).get(b, 0)
-                    for k in (DUPLICATE_IN_LOAD, ALREADY_LOADED)
-                )
-                for b in batch_ids
-            }
-        ),
-    }
-    yield dg.MaterializeResult(
-        asset_key="events",
-        metadata=write_metadata(
-            EVENTS, loaded_rows, timer, EVENTS_LINEAGE, rows_processed=lines_in, **accounting
-        ),
-    )
-    yield dg.MaterializeResult(
-        asset_key="events_rejects",
-        metadata=write_metadata(
-            EVENTS_REJECTS, rejected, timer, REJECTS_LINEAGE, rows_processed=lines_in, **accounting
-        ),
-    )
+    rules = rule_failures_by_partition(written, list(batch_ids))
+    per_batch = {}
+    for batch in batch_ids:
+        good = written.tables[EVENTS.name].rows_per_day.get(batch, 0)
+        bad = written.tables[EVENTS_REJECTS.name].rows_per_day.get(batch, 0)
+        in_load, already = (
+            written.other_counts_per_partition.get(kind, {}).get(batch, 0)
+            for kind in (DUPLICATE_IN_LOAD, ALREADY_LOADED)
+        )
+        lines_in = good + bad + in_load + already
+        per_batch[batch] = {
+            "lines_in": lines_in,
+            "rows_loaded": good,
+            "rows_rejected": bad,
+            **dict(zip(DUPLICATES_DROPPED, (in_load, already), strict=True)),
+            "reject_rate": round(bad / lines_in, 6) if lines_in else 0.0,
+            **rules[batch],
+        }
+    lines_in = sum(m["lines_in"] for m in per_batch.values())
+    tables = [(EVENTS, EVENTS_LINEAGE), (EVENTS_REJECTS, REJECTS_LINEAGE)]
+    yield from materialize_results(context, written, timer, tables, lines_in, per_batch)
 
 
 def _in_hours(events: pa.Table, hours: pa.Array) -> pa.Table:
@@ -171,6 +163,6 @@ def hourly_user_metrics(
         )
         metrics = co_locate(map_blocks(in_hours, partial_hourly_metrics), "user_id", combine_hourly_metrics)
         result = backend.merge(metrics, HOURLY_USER_METRICS, delete_unmatched_in=("event_hour", hours))
-    return dg.MaterializeResult(
-        metadata=write_metadata(HOURLY_USER_METRICS, result, timer, HOURLY_LINEAGE, hours_touched=len(hours))
+    return materialize_result(
+        context, HOURLY_USER_METRICS, result, timer, HOURLY_LINEAGE, hours_touched=len(hours)
     )

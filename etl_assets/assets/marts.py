@@ -5,7 +5,7 @@ import pyarrow as pa
 
 from etl_assets.assets.common import DAILY_MART_FRESHNESS, DAILY_RAY_ASSET, RAY_KINDS, source_failures
 from etl_assets.assets.customers import customers
-from etl_assets.assets.metadata import definition_metadata, same_columns, write_metadata
+from etl_assets.assets.metadata import definition_metadata, materialize_result, same_columns
 from etl_assets.contracts import CUSTOMER_ORDERS, CUSTOMERS, DAILY_CUSTOMER_METRICS, ORDERS
 from etl_assets.partitions import window_days
 from etl_assets.ray_steps import (
@@ -68,9 +68,7 @@ def customer_orders(
             join_point_in_time,
         )
         result = backend.replace_window(joined, [CUSTOMER_ORDERS], days).tables[CUSTOMER_ORDERS.name]
-    return dg.MaterializeResult(
-        metadata=write_metadata(CUSTOMER_ORDERS, result, timer, CUSTOMER_ORDERS_LINEAGE)
-    )
+    return materialize_result(context, CUSTOMER_ORDERS, result, timer, CUSTOMER_ORDERS_LINEAGE)
 
 
 @dg.asset(
@@ -102,6 +100,4 @@ def daily_customer_metrics(
         result = backend.replace_window(metrics, [DAILY_CUSTOMER_METRICS], days).tables[
             DAILY_CUSTOMER_METRICS.name
         ]
-    return dg.MaterializeResult(
-        metadata=write_metadata(DAILY_CUSTOMER_METRICS, result, timer, METRICS_LINEAGE)
-    )
+    return materialize_result(context, DAILY_CUSTOMER_METRICS, result, timer, METRICS_LINEAGE)

@@ -1,6 +1,7 @@
-"""Materialization metadata shared by every asset: row counts, schema, lineage, location, Ray timings."""
+"""Materialization metadata of every asset: row counts (per partition where the write knows them),
+schema, lineage, location, Ray timings."""
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import dagster as dg
 
@@ -61,41 +62,86 @@ def definition_metadata(contract: TableContract, lineage: ColumnSources) -> dict
     }
 
 
-def rule_metadata(written: ReplaceResult, partition_values: Sequence[str]) -> dict:
-    """Rows that broke each contract rule in this write: totals and per partition."""
-    per_partition = {
-        p: rule_counts_from(
-            {name: counts.get(p, 0) for name, counts in written.other_counts_per_partition.items()}
-        )
-        for p in partition_values
-    }
+def rule_failures_by_partition(written: ReplaceResult, partitions: Sequence[str]) -> dict[str, dict]:
+    """Rows of each partition that broke each contract rule in this write, as metadata."""
     return {
-        "rule_failures": dg.MetadataValue.json(rule_counts_from(written.other_counts)),
-        "rule_failures_per_partition": dg.MetadataValue.json(per_partition),
+        p: {
+            "rule_failures": dg.MetadataValue.json(
+                rule_counts_from(
+                    {name: counts.get(p, 0) for name, counts in written.other_counts_per_partition.items()}
+                )
+            )
+        }
+        for p in partitions
     }
 
 
-def write_metadata(
+def materialize_result(
+    context: dg.AssetExecutionContext,
     contract: TableContract,
     result: WriteResult,
     timer: JobTimer,
     lineage: ColumnSources,
     rows_processed: int | None = None,
+    per_partition: Mapping[str, Mapping[str, object]] | None = None,
     **extra: object,
-) -> dict:
+) -> dg.MaterializeResult:
+    """The materialization of ``contract``'s table after one write.
+
+    A write that knows its rows per partition (a window replace) gives each partition's
+    materialization that partition's own counts (``dagster/partition_row_count``, ``rows_written``
+    and ``per_partition``), through ``add_asset_metadata``; what is true of the whole run (table,
+    Ray job, ``extra``) goes on every partition. So a 30-day backfill's partition shows its own
+    rows, not the run's, and no materialization carries a dict over the whole window (30
+    partitions x a 30-entry dict would grow with the square of the window)."""
     processed = result.rows_written if rows_processed is None else rows_processed
     metadata = {
         **definition_metadata(contract, lineage),
         "dagster/row_count": result.table_row_count,
-        "dagster/partition_row_count": result.rows_written,
         "dagster/uri": result.location,
-        "rows_written": result.rows_written,
         "ray/wall_seconds": timer.seconds,
         "ray/rows_per_second": timer.rate(processed),
+        **extra,
     }
     if result.version is not None:
         metadata["table_version"] = result.version
-    if result.rows_per_day:
-        metadata["rows_per_day"] = dg.MetadataValue.json(dict(result.rows_per_day))
-    metadata.update(extra)
-    return metadata
+    per_partition = per_partition or {}
+    if result.rows_per_day and context.assets_def.partitions_def is not None:
+        for partition, rows in result.rows_per_day.items():
+            context.add_asset_metadata(
+                {
+                    "dagster/partition_row_count": rows,
+                    "rows_written": rows,
+                    **per_partition.get(partition, {}),
+                },
+                asset_key=contract.name,
+                partition_key=partition,
+            )
+    else:
+        # A merge (or an unpartitioned table) counts only the run's rows.
+        metadata.update(
+            {"dagster/partition_row_count": result.rows_written, "rows_written": result.rows_written}
+        )
+    return dg.MaterializeResult(asset_key=contract.name, metadata=metadata)
+
+
+def materialize_results(
+    context: dg.AssetExecutionContext,
+    written: ReplaceResult,
+    timer: JobTimer,
+    tables: Sequence[tuple[TableContract, ColumnSources]],
+    rows_processed: int,
+    per_partition: Mapping[str, Mapping[str, object]],
+) -> Iterator[dg.MaterializeResult]:
+    """One materialization per table of a load that wrote several (a table and its rejects), each
+    partition with the load's ``per_partition`` accounting."""
+    for contract, lineage in tables:
+        yield materialize_result(
+            context,
+            contract,
+            written.tables[contract.name],
+            timer,
+            lineage,
+            rows_processed=rows_processed,
+            per_partition=per_partition,
+        )

@@ -6,14 +6,19 @@ from functools import partial
 import dagster as dg
 
 from etl_assets.assets.common import DAILY_RAY_ASSET, RAY_KINDS, source_failures
-from etl_assets.assets.metadata import definition_metadata, rule_metadata, same_columns, write_metadata
+from etl_assets.assets.metadata import (
+    definition_metadata,
+    materialize_results,
+    rule_failures_by_partition,
+    same_columns,
+)
 from etl_assets.assets.sources import orders_lake
 from etl_assets.contracts import ORDERS, ORDERS_REJECTS
 from etl_assets.partitions import window_days
 from etl_assets.ray_steps import timed
 from etl_assets.resources import RayResource, SourcesResource, WarehouseResource
 from etl_assets.sources.orders_lake import LAKE_SCHEMA, inspect_days, read_orders_days
-from etl_assets.transforms.orders import DUPLICATE, DUPLICATES_PER_DAY, classify_orders, split_classified
+from etl_assets.transforms.orders import DUPLICATE, DUPLICATES_COLLAPSED, classify_orders, split_classified
 
 ORDERS_LINEAGE = {
     **same_columns("orders_lake", LAKE_SCHEMA.names),
@@ -75,35 +80,22 @@ def orders_and_rejects(
     ignored = {d.day.isoformat(): d.ignored_columns for d in lake_days if d.ignored_columns}
     if ignored:
         context.log.warning(f"orders lake: columns not in the contract were ignored: {ignored}")
+    duplicates = written.other_counts_per_partition.get(DUPLICATE, {})
+    rules = rule_failures_by_partition(written, [d.isoformat() for d in days])
+    per_day = {}
+    for lake_day in lake_days:
+        day = lake_day.day.isoformat()
+        good = written.tables[ORDERS.name].rows_per_day.get(day, 0)
+        bad = written.tables[ORDERS_REJECTS.name].rows_per_day.get(day, 0)
+        per_day[day] = {
+            "rows_in": lake_day.rows,
+            "rows_loaded": good,
+            "rows_rejected": bad,
+            DUPLICATES_COLLAPSED: duplicates.get(day, 0),
+            "reject_rate": round(bad / lake_day.rows, 6) if lake_day.rows else 0.0,
+            **rules[day],
+            "source_columns_ignored": dg.MetadataValue.json(lake_day.ignored_columns),
+        }
     rows_in = sum(d.rows for d in lake_days)
-    loaded = written.tables[ORDERS.name]
-    rejected = written.tables[ORDERS_REJECTS.name]
-    duplicates = written.other_counts.get(DUPLICATE, 0)
-    accounting = {
-        "rows_in": rows_in,
-        "rows_loaded": loaded.rows_written,
-        "rows_rejected": rejected.rows_written,
-        "duplicates_collapsed": duplicates,
-        "reject_rate": round(rejected.rows_written / rows_in, 6) if rows_in else 0.0,
-        **rule_metadata(written, [d.isoformat() for d in days]),
-        "source_columns_ignored": dg.MetadataValue.json(ignored),
-        "rows_in_per_day": dg.MetadataValue.json({d.day.isoformat(): d.rows for d in lake_days}),
-        DUPLICATES_PER_DAY: dg.MetadataValue.json(
-            {
-                d.day.isoformat(): written.other_counts_per_partition.get(DUPLICATE, {}).get(
-                    d.day.isoformat(), 0
-                )
-                for d in lake_days
-            }
-        ),
-    }
-    yield dg.MaterializeResult(
-        asset_key="orders",
-        metadata=write_metadata(ORDERS, loaded, timer, ORDERS_LINEAGE, rows_processed=rows_in, **accounting),
-    )
-    yield dg.MaterializeResult(
-        asset_key="orders_rejects",
-        metadata=write_metadata(
-            ORDERS_REJECTS, rejected, timer, REJECTS_LINEAGE, rows_processed=rows_in, **accounting
-        ),
-    )
+    tables = [(ORDERS, ORDERS_LINEAGE), (ORDERS_REJECTS, REJECTS_LINEAGE)]
+    yield from materialize_results(context, written, timer, tables, rows_in, per_day)

@@ -8,7 +8,7 @@ import pyarrow.compute as pc
 from pydantic import Field
 
 from etl_assets.assets.common import RAY_KINDS, RAY_POOL, RAY_RETRY, source_failures
-from etl_assets.assets.metadata import definition_metadata, same_columns, write_metadata
+from etl_assets.assets.metadata import definition_metadata, materialize_result, same_columns
 from etl_assets.assets.sources import crm_transactions
 from etl_assets.contracts import TRANSACTIONS
 from etl_assets.ray_steps import cluster_cpus, timed
@@ -91,17 +91,16 @@ def transactions(
     watermark = max(newest) if newest else previous
     if ignored:
         context.log.warning(f"CRM table transactions: columns not in the contract were ignored: {ignored}")
-    return dg.MaterializeResult(
-        metadata=write_metadata(
-            TRANSACTIONS,
-            result,
-            timer,
-            LINEAGE,
-            rows_read=result.rows_written,
-            source_columns_ignored=dg.MetadataValue.json(ignored),
-            full_refresh=full,
-            read_since=since.isoformat() + "+00:00" if since else "",
-            previous_watermark=previous.isoformat() if previous else "",
-            **{WATERMARK: watermark.isoformat() if watermark else ""},
-        )
+    return materialize_result(
+        context,
+        TRANSACTIONS,
+        result,
+        timer,
+        LINEAGE,
+        rows_read=result.rows_written,
+        source_columns_ignored=dg.MetadataValue.json(ignored),
+        full_refresh=full,
+        read_since=since.isoformat() + "+00:00" if since else "",
+        previous_watermark=previous.isoformat() if previous else "",
+        **{WATERMARK: watermark.isoformat() if watermark else ""},
     )

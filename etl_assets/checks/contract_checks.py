@@ -13,7 +13,7 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from etl_assets.checks.partitioned import Outcome, latest_metadata, per_partition, whole
+from etl_assets.checks.partitioned import CountKeys, Outcome, latest_counts, per_partition, whole
 from etl_assets.checks.window_reads import duplicate_keys, partition_tables, read_columns
 from etl_assets.contracts import TableContract, conform
 from etl_assets.contracts.drift import schema_drift
@@ -219,10 +219,10 @@ class RejectRate(dg.Config):
 
 
 def build_reject_rate_check(
-    loaded: TableContract, rejects: TableContract, duplicates_key: str, blocking: bool
+    loaded: TableContract, rejects: TableContract, duplicates: CountKeys, blocking: bool
 ) -> dg.AssetChecksDefinition:
     """Rows rejected / rows in, per partition. Rows in count the duplicates the load collapsed
-    (read from the materialization's ``duplicates_key`` metadata), so a batch of mostly
+    (read from each partition's materialization, ``duplicates``), so a batch of mostly
     re-delivered events is not taken for a mostly rejected one."""
 
     @dg.asset_check(
@@ -242,18 +242,19 @@ def build_reject_rate_check(
         max_rate = loaded.max_reject_rate if config.max_rate is None else config.max_rate
         loaded_rows = backend.partition_row_counts(loaded)
         rejected_rows = backend.partition_row_counts(rejects)
+        keys = list(run_partitions(context, loaded))
+        collapsed = latest_counts(context.instance, loaded.name, keys, duplicates)
         outcomes = {}
-        for key in run_partitions(context, loaded):
+        for key in keys:
             good, bad = loaded_rows.get(key, 0), rejected_rows.get(key, 0)
-            duplicates = latest_metadata(context.instance, loaded.name, key, duplicates_key).get(key, 0)
-            rows_in = good + bad + duplicates
+            rows_in = good + bad + collapsed[key]
             rate = bad / rows_in if rows_in else 0.0
             outcomes[key] = Outcome(
                 passed=rate <= max_rate,
                 metadata={
                     "rows_loaded": good,
                     "rows_rejected": bad,
-                    "duplicates_collapsed": duplicates,
+                    "duplicates_collapsed": collapsed[key],
                     "reject_rate": round(rate, 6),
                     "max_rate": max_rate,
                 },

@@ -23,17 +23,9 @@ class Outcome:
     severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR
 
 
-def _latest(instance: dg.DagsterInstance, asset_key: dg.AssetKey, partition: str) -> dg.EventLogRecord | None:
-    """The latest materialization of one partition of an asset, if any."""
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition]), limit=1
-    ).records
-    return records[0] if records else None
-
-
-def _targets(
+def _latest_records(
     instance: dg.DagsterInstance, asset_key: dg.AssetKey, partitions: list[str]
-) -> dict[str, AssetCheckEvaluationTargetMaterializationData]:
+) -> dict[str, dg.EventLogRecord]:
     """The latest materialization of each partition, in two queries whatever the number of
     partitions (a 30-day backfill's checks would otherwise query the instance 30 times each)."""
     latest = instance.event_log_storage.get_latest_storage_id_by_partition(
@@ -45,14 +37,17 @@ def _targets(
         dg.AssetRecordsFilter(asset_key=asset_key, storage_ids=list(latest.values())), limit=len(latest)
     ).records
     by_id = {record.storage_id: record for record in records}
+    return {partition: by_id[storage_id] for partition, storage_id in latest.items() if storage_id in by_id}
+
+
+def _targets(
+    instance: dg.DagsterInstance, asset_key: dg.AssetKey, partitions: list[str]
+) -> dict[str, AssetCheckEvaluationTargetMaterializationData]:
     return {
         partition: AssetCheckEvaluationTargetMaterializationData(
-            run_id=by_id[storage_id].event_log_entry.run_id,
-            storage_id=storage_id,
-            timestamp=by_id[storage_id].timestamp,
+            run_id=record.event_log_entry.run_id, storage_id=record.storage_id, timestamp=record.timestamp
         )
-        for partition, storage_id in latest.items()
-        if storage_id in by_id
+        for partition, record in _latest_records(instance, asset_key, partitions).items()
     }
 
 
@@ -81,8 +76,27 @@ def whole(outcome: Outcome) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=outcome.passed, metadata=outcome.metadata, severity=outcome.severity)
 
 
-def latest_metadata(instance: dg.DagsterInstance, asset: str, partition: str, key: str) -> dict:
-    """A JSON metadata entry of the latest materialization of one partition ({} when absent)."""
-    record = _latest(instance, dg.AssetKey(asset), partition)
-    entry = record.asset_materialization.metadata.get(key) if record is not None else None
-    return entry.value if entry is not None else {}
+@dataclass(frozen=True)
+class CountKeys:
+    """Int metadata a check reads off each partition's latest materialization: the sum of ``keys``.
+    ``legacy`` names the dict by partition over a run's whole window that materializations carried
+    before each partition had its own counts; a partition last written that way is read from it."""
+
+    keys: tuple[str, ...]
+    legacy: str
+
+
+def latest_counts(
+    instance: dg.DagsterInstance, asset: str, partitions: list[str], counts: CountKeys
+) -> dict[str, int]:
+    """``counts`` of each partition's latest materialization (0 for a partition never materialized)."""
+    records = _latest_records(instance, dg.AssetKey(asset), partitions)
+    found = {}
+    for partition in partitions:
+        metadata = records[partition].asset_materialization.metadata if partition in records else {}
+        legacy = metadata.get(counts.legacy)
+        if legacy is not None:
+            found[partition] = int(legacy.value.get(partition, 0))
+        else:
+            found[partition] = sum(int(metadata[k].value) for k in counts.keys if k in metadata)
+    return found

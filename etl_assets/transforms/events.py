@@ -22,8 +22,10 @@ MALFORMED = "malformed_json"
 ORIGIN = "__origin"  # "new" for this load's lines, "loaded" for event ids already in the table
 DUPLICATE_IN_LOAD = "duplicate_in_load"
 ALREADY_LOADED = "already_loaded"
-# Materialization metadata key: duplicates dropped per batch (read by the accounting check).
-DUPLICATES_PER_BATCH = "duplicates_per_batch"
+# Materialization metadata keys: the duplicates a batch's load dropped (read by the accounting
+# checks), and the dict by batch over the run's batches that materializations carried before them.
+DUPLICATES_DROPPED = ("duplicates_in_load", "duplicates_already_loaded")
+LEGACY_DUPLICATES_PER_BATCH = "duplicates_per_batch"
 
 
 def _parse_lines_one_by_one(lines: list[str]) -> tuple[pa.Table, np.ndarray]:

@@ -15,8 +15,10 @@ REASON = "reject_reason"
 FAILED = "failed_rules"
 SOFT = "__soft_rules"
 DUPLICATE = "duplicate"
-# Materialization metadata key: exact duplicates collapsed per lake day (read by the accounting check).
-DUPLICATES_PER_DAY = "duplicates_per_day"
+# Materialization metadata key: the exact duplicates a day's load collapsed (read by the accounting
+# checks), and the dict by day over the run's window that materializations carried before it.
+DUPLICATES_COLLAPSED = "duplicates_collapsed"
+LEGACY_DUPLICATES_PER_DAY = "duplicates_per_day"
 
 
 def classify_orders(batch: pa.Table, run_id: str) -> pa.Table:
