@@ -352,3 +352,22 @@ def test_a_task_retried_after_its_load_landed_adds_nothing(kind, request, tmp_pa
     assert len(list(tmp_path.iterdir())) >= 2
     assert [r["id"] for r in place.content()] == [1, 2, 3]
     assert result.tables["daily"].rows_written == 3
+
+
+@pytest.mark.parametrize("group_rows", [2, 1_000])
+def test_checks_read_each_partition_of_a_window_apart(place, monkeypatch, group_rows):
+    """What the checks judge partition by partition: each requested partition's rows, in the order
+    asked for, whether the window is read in one group or in several."""
+    from etl_assets.checks import window_reads
+
+    monkeypatch.setattr(window_reads, "GROUP_ROWS", group_rows)
+    written = rows([7, 1, 5, 3, 2], [D2, D1, D2, D1, D2])
+    place.backend.replace_window(ray.data.from_arrow(written), [DAILY], [D1, D2])
+    got = [
+        (value, table.column_names, sorted(table.column("id").to_pylist()))
+        for value, table in window_reads.partition_tables(place.backend, DAILY, [D3, D2, D1], ["id"])
+    ]
+    by_day = {
+        d: sorted(i for i, day in zip([7, 1, 5, 3, 2], [D2, D1, D2, D1, D2]) if day == d) for d in (D1, D2)
+    }
+    assert got == [(D3, ["id"], []), (D2, ["id"], by_day[D2]), (D1, ["id"], by_day[D1])]
