@@ -51,37 +51,47 @@ ASSET_CHECKS = [c for c in CHECKS if any(k.asset_key in KEYS for k in c.check_ke
 ASSET_STEPS = {asset.node_def.name for asset in ASSETS}
 
 
+RESULTS = {"ASSET_MATERIALIZATION", "ASSET_CHECK_EVALUATION"}
+PLANNED = {"ASSET_MATERIALIZATION_PLANNED", "ASSET_CHECK_EVALUATION_PLANNED"}
+
+
+def _writing(entries: list, kinds: set[str]) -> tuple[int, float]:
+    """How many events of ``kinds`` there are, and the seconds from the first of them to the event
+    after the last (an event's timestamp is taken before it is written, so this covers writing
+    each of them)."""
+    found = [i for i, entry in enumerate(entries) if entry.dagster_event.event_type_value in kinds]
+    if not found:
+        return 0, 0.0
+    after = entries[min(found[-1] + 1, len(entries) - 1)]
+    return len(found), after.timestamp - entries[found[0]].timestamp
+
+
 def split(instance: dg.DagsterInstance, run_id: str) -> dict:
     """Where a run's time went, from its event log: seconds and event counts."""
     logs = [entry for entry in instance.all_logs(run_id) if entry.dagster_event is not None]
-    planned = [
-        e.timestamp for e in logs if e.dagster_event.event_type_value == "ASSET_MATERIALIZATION_PLANNED"
-    ]
-    out = {
-        "planned_events": len(planned),
-        "planned_events_seconds": round(max(planned) - min(planned), 3) if planned else 0.0,
-    }
-    steps: dict[str, dict] = {}
+    planned, planned_seconds = _writing(logs, PLANNED)
+    out = {"planned_events": planned, "planned_events_seconds": round(planned_seconds, 3)}
+    steps: dict[str, list] = {}
     for entry in logs:
-        kind, step = entry.dagster_event.event_type_value, entry.dagster_event.step_key
-        if step is None:
-            continue
-        times = steps.setdefault(step, {"events": 0})
-        if kind == "STEP_START":
-            times["start"] = entry.timestamp
-        elif kind in ("ASSET_MATERIALIZATION", "ASSET_CHECK_EVALUATION"):
-            times.setdefault("first", entry.timestamp)
-            times["last"], times["events"] = entry.timestamp, times["events"] + 1
-        elif kind == "STEP_SUCCESS":
-            times["end"] = entry.timestamp
+        if entry.dagster_event.step_key is not None:
+            steps.setdefault(entry.dagster_event.step_key, []).append(entry)
     for kind in ("asset", "check"):
-        mine = [t for step, t in steps.items() if (step in ASSET_STEPS) == (kind == "asset")]
-        # Work: start to the first result; writing results: first result to the last.
-        out[f"{kind}_steps_work_seconds"] = round(sum(t.get("first", t["end"]) - t["start"] for t in mine), 3)
-        out[f"{kind}_result_events"] = sum(t["events"] for t in mine)
-        out[f"{kind}_result_events_seconds"] = round(
-            sum(t.get("last", t["end"]) - t.get("first", t["end"]) for t in mine), 3
-        )
+        work = writing = 0.0
+        events = 0
+        for step, entries in steps.items():
+            if (step in ASSET_STEPS) != (kind == "asset"):
+                continue
+            start = next(e.timestamp for e in entries if e.dagster_event.event_type_value == "STEP_START")
+            first_result = next(
+                (e.timestamp for e in entries if e.dagster_event.event_type_value in RESULTS),
+                entries[-1].timestamp,
+            )
+            count, seconds = _writing(entries, RESULTS)
+            # Work: from the step's start to its first result; then writing its results.
+            work, writing, events = work + first_result - start, writing + seconds, events + count
+        out[f"{kind}_steps_work_seconds"] = round(work, 3)
+        out[f"{kind}_result_events"] = events
+        out[f"{kind}_result_events_seconds"] = round(writing, 3)
     return out
 
 

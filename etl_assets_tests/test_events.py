@@ -246,3 +246,24 @@ def test_a_multi_batch_run_accounts_for_every_line_of_each_batch(landing_copy, t
         if line.strip()
     )
     assert sum(e.metadata["rows_in"].value for e in lost.values()) == lines
+    # Each batch's materializations carry that batch's own counts, not the run's.
+    events, rejects = read_table(tmp_path / "w", "events"), read_table(tmp_path / "w", "events_rejects")
+    reported = {
+        (m.asset_key.to_user_string(), m.partition): m.metadata
+        for m in result.asset_materializations_for_node("events_and_rejects")
+    }
+    for b in batches:
+        own = reported[("events", b)]
+        batch_lines = sum(
+            1 for f in (landing / b).glob("*.jsonl") for line in f.read_text().splitlines() if line.strip()
+        )
+        assert own["lines_in"].value == batch_lines
+        assert (
+            own["rows_loaded"].value
+            == own["dagster/partition_row_count"].value
+            == (events["batch_id"] == b).sum()
+        )
+        assert own["rows_rejected"].value == (rejects["batch_id"] == b).sum()
+        assert (
+            reported[("events_rejects", b)]["dagster/partition_row_count"].value == own["rows_rejected"].value
+        )

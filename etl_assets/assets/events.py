@@ -152,7 +152,14 @@ def hourly_user_metrics(
     if not hours:
         context.log.info("the batches hold no events: nothing to update")
         return dg.MaterializeResult(
-            metadata={"hours_touched": 0, "dagster/row_count": backend.row_count(HOURLY_USER_METRICS)}
+            metadata={
+                **definition_metadata(HOURLY_USER_METRICS, HOURLY_LINEAGE),
+                "hours_touched": 0,
+                "rows_written": 0,
+                "dagster/partition_row_count": 0,
+                "dagster/row_count": backend.row_count(HOURLY_USER_METRICS),
+                "dagster/uri": backend.location(HOURLY_USER_METRICS),
+            }
         )
     with source_failures(), timed() as timer:
         events = backend.read(EVENTS, columns=["event_hour", "user_id", "session_duration"])

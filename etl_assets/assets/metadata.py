@@ -105,23 +105,24 @@ def materialize_result(
     }
     if result.version is not None:
         metadata["table_version"] = result.version
-    per_partition = per_partition or {}
-    if result.rows_per_day and context.assets_def.partitions_def is not None:
-        for partition, rows in result.rows_per_day.items():
-            context.add_asset_metadata(
-                {
-                    "dagster/partition_row_count": rows,
-                    "rows_written": rows,
-                    **per_partition.get(partition, {}),
-                },
-                asset_key=contract.name,
-                partition_key=partition,
-            )
-    else:
-        # A merge (or an unpartitioned table) counts only the run's rows.
+    run_keys = set(context.partition_keys) if context.assets_def.partitions_def is not None else set()
+    # Counted per partition only when the counts are by this run's partition keys (a SQL merge
+    # into a table with a partition column counts by column value, which need not be a key).
+    counted = bool(result.rows_per_day) and set(result.rows_per_day) <= run_keys
+    if not counted:
         metadata.update(
             {"dagster/partition_row_count": result.rows_written, "rows_written": result.rows_written}
         )
+    per_partition = per_partition or {}
+    unknown = set(per_partition) - run_keys
+    if unknown:
+        raise ValueError(f"{contract.name}: metadata for partitions not in this run: {sorted(unknown)}")
+    for partition in sorted(set(result.rows_per_day if counted else ()) | set(per_partition)):
+        own = dict(per_partition.get(partition, {}))
+        if counted:
+            rows = result.rows_per_day.get(partition, 0)
+            own = {"dagster/partition_row_count": rows, "rows_written": rows, **own}
+        context.add_asset_metadata(own, asset_key=contract.name, partition_key=partition)
     return dg.MaterializeResult(asset_key=contract.name, metadata=metadata)
 
 

@@ -49,9 +49,11 @@ def _split(
     column = contract.partition_column
     table = read_columns(backend, contract, group, list(dict.fromkeys([*columns, column])))
     table = table.take(pc.sort_indices(table, sort_keys=[(column, "ascending")]))
-    runs = pc.run_end_encode(table.column(column).combine_chunks())
+    encoded = pc.run_end_encode(table.column(column).combine_chunks())
     slices, start = {}, 0
-    for value, end in zip(runs.values.cast(pa.string()).to_pylist(), runs.run_ends.to_pylist(), strict=True):
+    for value, end in zip(
+        encoded.values.cast(pa.string()).to_pylist(), encoded.run_ends.to_pylist(), strict=True
+    ):
         slices[value] = (start, end - start)
         start = end
     for value in group:
