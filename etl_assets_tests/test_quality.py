@@ -221,7 +221,7 @@ def test_a_merge_refuses_rows_that_break_the_contract_with_its_own_error(tmp_pat
 def test_checks_read_each_partitions_duplicates_from_its_latest_materialization():
     """The accounting checks read the duplicates a partition's last load left out, whether that
     load wrote per-partition metadata or (before it did) one dict by partition for its window."""
-    from etl_assets.checks.partitioned import latest_counts
+    from etl_assets.checks.partitioned import latest_counts, latest_materializations
     from etl_assets.checks.rules import EVENT_DUPLICATES, ORDER_DUPLICATES
 
     instance = dg.DagsterInstance.ephemeral()
@@ -238,10 +238,12 @@ def test_checks_read_each_partitions_duplicates_from_its_latest_materialization(
         )
     materialize("orders", "2024-01-02", duplicates_collapsed=5)  # re-loaded since, on its own
     days = ["2024-01-01", "2024-01-02", "2024-01-03"]
-    assert latest_counts(instance, "orders", days, ORDER_DUPLICATES) == {
+    orders = latest_materializations(instance, dg.AssetKey("orders"), days)
+    assert latest_counts(orders, days, ORDER_DUPLICATES) == {
         "2024-01-01": 3,
         "2024-01-02": 5,
         "2024-01-03": 0,
     }
     materialize("events", "b1", duplicates_in_load=2, duplicates_already_loaded=9)
-    assert latest_counts(instance, "events", ["b1"], EVENT_DUPLICATES) == {"b1": 11}
+    events = latest_materializations(instance, dg.AssetKey("events"), ["b1"])
+    assert latest_counts(events, ["b1"], EVENT_DUPLICATES) == {"b1": 11}

@@ -13,7 +13,14 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from etl_assets.checks.partitioned import CountKeys, Outcome, latest_counts, per_partition, whole
+from etl_assets.checks.partitioned import (
+    CountKeys,
+    Outcome,
+    latest_counts,
+    latest_materializations,
+    per_partition,
+    whole,
+)
 from etl_assets.checks.window_reads import duplicate_keys, partition_tables, read_columns
 from etl_assets.contracts import TableContract, conform
 from etl_assets.contracts.drift import schema_drift
@@ -243,7 +250,8 @@ def build_reject_rate_check(
         loaded_rows = backend.partition_row_counts(loaded)
         rejected_rows = backend.partition_row_counts(rejects)
         keys = list(run_partitions(context, loaded))
-        collapsed = latest_counts(context.instance, loaded.name, keys, duplicates)
+        latest = latest_materializations(context.instance, dg.AssetKey(loaded.name), keys)
+        collapsed = latest_counts(latest, keys, duplicates)
         outcomes = {}
         for key in keys:
             good, bad = loaded_rows.get(key, 0), rejected_rows.get(key, 0)
@@ -259,7 +267,7 @@ def build_reject_rate_check(
                     "max_rate": max_rate,
                 },
             )
-        yield from per_partition(context, outcomes)
+        yield from per_partition(context, outcomes, latest)
 
     return _check
 

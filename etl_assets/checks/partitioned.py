@@ -23,7 +23,10 @@ class Outcome:
     severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR
 
 
-def _latest_records(
+Latest = Mapping[str, dg.EventLogRecord]
+
+
+def latest_materializations(
     instance: dg.DagsterInstance, asset_key: dg.AssetKey, partitions: list[str]
 ) -> dict[str, dg.EventLogRecord]:
     """The latest materialization of each partition, in two queries whatever the number of
@@ -40,23 +43,20 @@ def _latest_records(
     return {partition: by_id[storage_id] for partition, storage_id in latest.items() if storage_id in by_id}
 
 
-def _targets(
-    instance: dg.DagsterInstance, asset_key: dg.AssetKey, partitions: list[str]
-) -> dict[str, AssetCheckEvaluationTargetMaterializationData]:
-    return {
+def per_partition(
+    context: dg.AssetCheckExecutionContext, outcomes: Mapping[str, Outcome], latest: Latest | None = None
+) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
+    """One evaluation per partition key of the run, each tied to the partition's latest
+    materialization (``latest``, when the check has read them already), then the check's output."""
+    spec = context.check_specs[0]
+    if latest is None:
+        latest = latest_materializations(context.instance, spec.asset_key, list(outcomes))
+    targets = {
         partition: AssetCheckEvaluationTargetMaterializationData(
             run_id=record.event_log_entry.run_id, storage_id=record.storage_id, timestamp=record.timestamp
         )
-        for partition, record in _latest_records(instance, asset_key, partitions).items()
+        for partition, record in latest.items()
     }
-
-
-def per_partition(
-    context: dg.AssetCheckExecutionContext, outcomes: Mapping[str, Outcome]
-) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
-    """One evaluation per partition key of the run, then the check's output."""
-    spec = context.check_specs[0]
-    targets = _targets(context.instance, spec.asset_key, list(outcomes))
     for partition, outcome in outcomes.items():
         yield dg.AssetCheckEvaluation(
             asset_key=spec.asset_key,
@@ -86,14 +86,11 @@ class CountKeys:
     legacy: str
 
 
-def latest_counts(
-    instance: dg.DagsterInstance, asset: str, partitions: list[str], counts: CountKeys
-) -> dict[str, int]:
+def latest_counts(latest: Latest, partitions: list[str], counts: CountKeys) -> dict[str, int]:
     """``counts`` of each partition's latest materialization (0 for a partition never materialized)."""
-    records = _latest_records(instance, dg.AssetKey(asset), partitions)
     found = {}
     for partition in partitions:
-        metadata = records[partition].asset_materialization.metadata if partition in records else {}
+        metadata = latest[partition].asset_materialization.metadata if partition in latest else {}
         legacy = metadata.get(counts.legacy)
         if legacy is not None:
             found[partition] = int(legacy.value.get(partition, 0))

@@ -12,7 +12,13 @@ from etl_assets.checks.contract_checks import (
     build_row_count_anomaly_check,
     build_schema_check,
 )
-from etl_assets.checks.partitioned import CountKeys, Outcome, latest_counts, per_partition
+from etl_assets.checks.partitioned import (
+    CountKeys,
+    Outcome,
+    latest_counts,
+    latest_materializations,
+    per_partition,
+)
 from etl_assets.checks.window_reads import days_of, duplicate_keys, read_columns
 from etl_assets.contracts import (
     ALL_TABLES,
@@ -68,14 +74,14 @@ def orders_nothing_lost(
     loaded = backend.partition_row_counts(ORDERS)
     rejected = backend.partition_row_counts(ORDERS_REJECTS)
     lake_days = inspect_days(sources.orders_lake_dir, window_days(context))
-    duplicates = latest_counts(
-        context.instance, "orders", [d.day.isoformat() for d in lake_days], ORDER_DUPLICATES
-    )
+    days = [d.day.isoformat() for d in lake_days]
+    latest = latest_materializations(context.instance, dg.AssetKey("orders"), days)
+    duplicates = latest_counts(latest, days, ORDER_DUPLICATES)
     outcomes = {}
     for lake_day in lake_days:
         day = lake_day.day.isoformat()
         outcomes[day] = _balance(lake_day.rows, loaded.get(day, 0), rejected.get(day, 0), duplicates[day])
-    yield from per_partition(context, outcomes)
+    yield from per_partition(context, outcomes, latest)
 
 
 @dg.asset_check(
@@ -90,14 +96,16 @@ def events_nothing_lost(
     backend = warehouse.backend()
     loaded = backend.partition_row_counts(EVENTS)
     rejected = backend.partition_row_counts(EVENTS_REJECTS)
-    duplicates = latest_counts(context.instance, "events", list(context.partition_keys), EVENT_DUPLICATES)
+    batches = list(context.partition_keys)
+    latest = latest_materializations(context.instance, dg.AssetKey("events"), batches)
+    duplicates = latest_counts(latest, batches, EVENT_DUPLICATES)
     outcomes = {}
-    for batch_id in context.partition_keys:
+    for batch_id in batches:
         lines = sum(count_lines(f.path) for f in batch_files(sources.events_landing_dir, [batch_id]))
         outcomes[batch_id] = _balance(
             lines, loaded.get(batch_id, 0), rejected.get(batch_id, 0), duplicates[batch_id]
         )
-    yield from per_partition(context, outcomes)
+    yield from per_partition(context, outcomes, latest)
 
 
 @dg.asset_check(
