@@ -3,15 +3,23 @@
 Two sums are sampled: RSS, which counts a page shared by several processes (a shared library, the
 object store's shared memory) once in each of them, so the sum overstates; and PSS, which splits
 each shared page among the processes sharing it, so the sum is the memory the tree really holds.
+
+The sampling runs in a process of its own (``python -m benchmarks.rss PID``): a thread in the
+measured process would take that process's GIL every 50 ms to walk twenty-odd Ray processes,
+which slowed a Ray driver's run by several percent and a single-process peer's hardly at all.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psutil
 
@@ -23,11 +31,15 @@ def _name(proc: psutil.Process) -> str:
     return "?"
 
 
-def tree_memory(root: psutil.Process, with_pss: bool = True) -> tuple[int, int, dict[str, int]]:
-    """Summed RSS and PSS of ``root`` and its descendants, and RSS per process name."""
+def tree_memory(
+    root: psutil.Process, with_pss: bool = True, skip: int | None = None
+) -> tuple[int, int, dict[int, int]]:
+    """Summed RSS and PSS of ``root`` and its descendants (but ``skip``), and RSS per pid."""
     rss = pss = 0
-    per_name: dict[str, int] = {}
+    per_pid: dict[int, int] = {}
     for proc in [root, *root.children(recursive=True)]:
+        if proc.pid == skip:
+            continue
         with suppress(psutil.Error):
             if with_pss:
                 info = proc.memory_full_info()
@@ -35,8 +47,8 @@ def tree_memory(root: psutil.Process, with_pss: bool = True) -> tuple[int, int, 
             else:
                 info = proc.memory_info()
             rss += info.rss
-            per_name[_name(proc)] = per_name.get(_name(proc), 0) + info.rss
-    return rss, pss, per_name
+            per_pid[proc.pid] = info.rss
+    return rss, pss, per_pid
 
 
 @dataclass
@@ -58,31 +70,67 @@ class Peak:
         return {k: round(v / 2**20, 1) for k, v in sorted(self.breakdown.items(), key=lambda kv: -kv[1])}
 
 
+def sample_until_stopped(
+    pid: int, interval: float, with_pss: bool, stop: threading.Event, started: threading.Event
+) -> Peak:
+    """The peak over ``pid``'s tree (this process left out), sampled until ``stop`` is set;
+    ``started`` is set once the first sample is in."""
+    root, me = psutil.Process(pid), os.getpid()
+    peak = Peak()
+    while True:
+        stopping = stop.is_set()  # one last sample after the stop
+        rss, pss, per_pid = tree_memory(root, with_pss, skip=me)
+        if rss > peak.bytes:
+            # Names only for a new peak: reading every command line each time cost more than the rest.
+            names: dict[str, int] = {}
+            for child, size in per_pid.items():
+                with suppress(psutil.Error):
+                    name = _name(psutil.Process(child))
+                    names[name] = names.get(name, 0) + size
+            peak.bytes, peak.breakdown = rss, names
+        peak.pss_bytes = max(peak.pss_bytes, pss)
+        started.set()
+        if stopping:
+            return peak
+        stop.wait(interval)
+
+
 @contextmanager
 def peak_rss(interval: float = 0.05, with_pss: bool = False) -> Iterator[Peak]:
-    """Sample the whole process tree every ``interval`` seconds while the block runs."""
-    root = psutil.Process()
+    """Sample this process's whole tree every ``interval`` seconds while the block runs, from a
+    separate sampling process; the ``Peak`` is filled in when the block ends."""
+    sampler = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.rss", str(os.getpid()), str(interval), str(int(with_pss))],
+        cwd=Path(__file__).resolve().parent.parent,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    sampler.stdout.readline()  # "ready": the first sample is taken
     peak = Peak()
-
-    def sample() -> None:
-        rss, pss, per_name = tree_memory(root, with_pss)
-        if rss > peak.bytes:
-            peak.bytes, peak.breakdown = rss, per_name
-        peak.pss_bytes = max(peak.pss_bytes, pss)
-
-    stop = threading.Event()
-
-    def loop() -> None:
-        while not stop.is_set():
-            sample()
-            time.sleep(interval)
-
-    sample()
-    thread = threading.Thread(target=loop, daemon=True)
-    thread.start()
     try:
         yield peak
     finally:
-        stop.set()
-        thread.join()
-        sample()
+        out, _ = sampler.communicate("", timeout=60)
+        found = json.loads(out)
+        peak.bytes, peak.pss_bytes, peak.breakdown = found["bytes"], found["pss_bytes"], found["breakdown"]
+
+
+def main() -> None:
+    pid, interval, with_pss = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3] == "1"
+    stop, started = threading.Event(), threading.Event()
+    result: list[Peak] = []
+    thread = threading.Thread(
+        target=lambda: result.append(sample_until_stopped(pid, interval, with_pss, stop, started))
+    )
+    thread.start()
+    started.wait()
+    print("ready", flush=True)
+    sys.stdin.read()  # until the measured block ends and the parent closes our stdin
+    stop.set()
+    thread.join()
+    print(json.dumps(vars(result[0])), flush=True)
+
+
+if __name__ == "__main__":
+    main()
