@@ -2,7 +2,9 @@
 
 A day is judged in buckets of its rows by order id: every copy of a row, and every row sharing an
 order id, lands in the same bucket, so a bucket is a unit for de-duplication and the key rule just
-as the whole day is, and the buckets of a day are judged in parallel with bounded memory. Readers
+as the whole day is, and the buckets of a day are judged in parallel with bounded memory. A day
+is split so when it holds more than a bucket, or when reading whole days would leave CPUs idle
+and each CPU's part would still be large (``SPLIT_ROWS``). Readers
 take a file's row groups a few at a time and split them among the buckets (Ray tasks returning one
 object per bucket); one task per bucket then gathers its parts and runs the day's transform."""
 
@@ -21,7 +23,14 @@ import ray.data
 from etl_assets import storage
 from etl_assets.contracts.drift import schema_drift
 from etl_assets.contracts.validation import repeated
-from etl_assets.ray_steps import BUCKET_ROWS, exchange, ignore_bucket, per_task_rows, sorted_into_buckets
+from etl_assets.ray_steps import (
+    BUCKET_ROWS,
+    cluster_cpus,
+    exchange,
+    ignore_bucket,
+    per_task_rows,
+    sorted_into_buckets,
+)
 from etl_assets.sample_data import ORDERS_SCHEMA
 from etl_assets.sizing import runs
 from etl_assets.sources.crm import SourceError
@@ -150,6 +159,20 @@ def _day_groups(days: Sequence[LakeDay]) -> list[list[LakeDay]]:
     return [[days[i] for i in run] for run in runs([d.rows for d in days], target)]
 
 
+# A day is also split among the CPUs when each part still holds this many rows: below that, the
+# exchange's second Ray execution costs more than the other cores save.
+SPLIT_ROWS = 250_000
+
+
+def _split_days(days: Sequence[LakeDay]) -> bool:
+    """Whether to judge the days in buckets: a day holds more than a bucket, or whole days would
+    leave CPUs idle (fewer groups of days than CPUs) while there are rows enough to share."""
+    if any(d.rows > BUCKET_ROWS for d in days):
+        return True
+    cpus = cluster_cpus()
+    return len(_day_groups(days)) < cpus and any(d.rows >= 2 * SPLIT_ROWS for d in days)
+
+
 def read_orders_days(days: Sequence[LakeDay], transform: DayTransform) -> ray.data.Dataset:
     """The window's lake days through ``transform``, a whole day or a bucket of one at a time.
 
@@ -158,7 +181,7 @@ def read_orders_days(days: Sequence[LakeDay], transform: DayTransform) -> ray.da
     Otherwise each day is split into buckets by order id (see the module docstring), so exact
     duplicates delivered in different files, and rows sharing an order id, still meet in one batch.
     """
-    if all(d.rows <= BUCKET_ROWS for d in days):
+    if not _split_days(days):
         groups = [
             pa.table(
                 {
@@ -174,7 +197,7 @@ def read_orders_days(days: Sequence[LakeDay], transform: DayTransform) -> ray.da
     # One exchange per day: a day's pieces split only into that day's buckets.
     exchanges = []
     for day in days:
-        buckets = max(1, -(-day.rows // BUCKET_ROWS))
+        buckets = max(1, -(-day.rows // BUCKET_ROWS), min(cluster_cpus(), day.rows // SPLIT_ROWS))
         table = pa.Table.from_pylist(_pieces(day, buckets), schema=PIECES)
         tagged = ray.data.from_arrow([table.slice(i, 1) for i in range(table.num_rows)]).map_batches(
             _split_pieces, batch_format="pyarrow", batch_size=1
