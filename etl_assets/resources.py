@@ -69,14 +69,16 @@ def _stop_autoscaler_monitor() -> None:
 DATA_LIMITS_REFRESH_SECONDS = 0.01
 
 
-def _learn_data_limits_sooner() -> None:
-    """Let each Ray Data execution use every CPU from its first hundredths of a second, not after one second.
+def learn_data_limits_sooner() -> None:
+    """Let each Ray Data execution in this process use every CPU within a scheduling pass of its
+    start (about 0.1 s), not after a second.
 
     In Ray 2.60 an execution learns the CPUs it may use from Ray Data's autoscaling coordinator
     actor, asynchronously: its first answer is always "none" (the reply is still on its way) and
     it asks again only ``GLOBAL_LIMITS_UPDATE_INTERVAL_S`` (1 s) later. Until then it runs one task
     at a time, so every execution shorter than a second ran on one core: nearly all of a daily
-    run's. Asking every 10 ms costs one small actor call each time. ray is pinned to 2.60;
+    run's. Asking every 10 ms keeps at most one small actor call in flight. No public setting does
+    this (explicit ``resource_limits`` are capped by the same answer); ray is pinned to 2.60, and
     should a later Ray drop the attribute, this sets an unused one and executions start slower.
     """
     ResourceManager.GLOBAL_LIMITS_UPDATE_INTERVAL_S = DATA_LIMITS_REFRESH_SECONDS
@@ -158,7 +160,7 @@ class RayResource(dg.ConfigurableResource):
             ),
         )
         ctx.execution_options.resource_limits = limits
-        _learn_data_limits_sooner()
+        learn_data_limits_sooner()
         logging.getLogger(RAY_DATA_LOGGER).setLevel(logging.INFO)
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:

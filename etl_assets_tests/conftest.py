@@ -19,7 +19,7 @@ from dagster_snowflake import SnowflakeResource
 
 from etl_assets import definitions
 from etl_assets.checks.rules import CHECKS
-from etl_assets.resources import RayResource, SourcesResource, WarehouseResource
+from etl_assets.resources import RayResource, SourcesResource, WarehouseResource, learn_data_limits_sooner
 from etl_assets.sample_data import SampleSpec, generate
 from etl_assets_tests.emulators.servers import (
     BIGQUERY_PROJECT,
@@ -54,8 +54,10 @@ def ray_session() -> Iterator[None]:
         log_to_driver=False,
         configure_logging=False,
     )
-    # As RayResource sets it: a task's own exception reaches the caller as itself.
+    # As RayResource sets them: a task's own exception reaches the caller as itself, and Ray Data
+    # executions use both CPUs from their start (for the tests that run Ray Data directly).
     ray.data.DataContext.get_current().raise_original_map_exception = True
+    learn_data_limits_sooner()
     yield
     ray.shutdown()
     shutil.rmtree(temp_dir, ignore_errors=True)

@@ -11,6 +11,7 @@ import pytest
 from etl_assets.contracts import CUSTOMERS, ORDERS, conform
 from etl_assets.contracts.validation import repeated_keys, spread_lists
 from etl_assets.sizing import runs
+from etl_assets.sources.orders_lake import BUCKET_ROWS, SPLIT_ROWS, LakeDay, buckets_per_day
 from etl_assets.transforms.common import (
     first_copy_of_each_row,
     first_row_of_each_group,
@@ -79,6 +80,26 @@ def test_sized_items_are_cut_into_runs_of_about_the_target():
     assert runs([300, 300, 500, 100, 200], 600) == [[0, 1], [2, 3], [4]]
     assert runs([900, 100], 600) == [[0], [1]]  # an item past the target is a run of its own
     assert runs([0, 0, 5], 1) == [[0, 1], [2]] and runs([], 10) == []
+
+
+@pytest.mark.parametrize(
+    ("rows", "cpus", "wanted"),
+    [
+        ([600_000], 2, [2]),  # alone and large: a bucket per CPU
+        ([600_000], 8, [2]),  # ... each of at least SPLIT_ROWS
+        ([600_000], 1, None),  # one CPU: nothing to share
+        ([400_000], 2, None),  # too small to be worth an exchange
+        ([1_200_000], 2, [2]),  # over a bucket: buckets of about BUCKET_ROWS
+        ([1_200_000], 8, [4]),  # alone: as many as CPUs allow, each of at least SPLIT_ROWS
+        ([600_000, 1_000, 0], 8, None),  # several days: shared by _day_groups, not exchanged
+        ([1_200_000, 1_000, 0], 8, [2, 1, 1]),  # a day over a bucket: every day by its size
+        ([0], 2, None),
+    ],
+)
+def test_buckets_per_day(rows, cpus, wanted):
+    assert (BUCKET_ROWS, SPLIT_ROWS) == (1_000_000, 250_000)
+    days = [LakeDay(datetime(2024, 1, 1 + i).date(), (), n) for i, n in enumerate(rows)]
+    assert buckets_per_day(days, cpus) == wanted
 
 
 @pytest.mark.parametrize("sparse", [False, True], ids=["dense ids", "sparse ids"])

@@ -455,8 +455,8 @@ def test_days_split_into_buckets_give_the_same_tables_as_whole_days(
 
 def test_a_lone_day_with_rows_enough_is_judged_on_every_cpu(sample_dir, tmp_path, monkeypatch):
     """A one-day window whose day fits in one bucket but holds twice ``SPLIT_ROWS`` rows is split
-    into one bucket per CPU (the session's Ray has two), where whole days would leave a CPU idle;
-    its tables are those of the whole-day read."""
+    into one bucket per CPU (the session's Ray has two), where reading it whole would leave a CPU
+    idle; its tables are those of the whole-day read."""
     from etl_assets import definitions as d
     from etl_assets.sources import orders_lake
 
@@ -470,6 +470,7 @@ def test_a_lone_day_with_rows_enough_is_judged_on_every_cpu(sample_dir, tmp_path
     assert run_window(sample_dir, split, day(0), day(0), assets, with_checks=False).success
     assert len(DeltaTable(str(split / "orders")).file_uris()) == 2
     names = [CUSTOMER_ORDERS.name, "orders", "orders_rejects"]
-    for name, frame in snapshot(whole, names).items():
-        assert len(frame) > 0
-        pd.testing.assert_frame_equal(frame, snapshot(split, names)[name], check_exact=True, obj=name)
+    wanted, got = snapshot(whole, names), snapshot(split, names)
+    for name in names:
+        assert len(wanted[name]) > 0
+        pd.testing.assert_frame_equal(wanted[name], got[name], check_exact=True, obj=name)

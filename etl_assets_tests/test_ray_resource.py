@@ -5,12 +5,15 @@ import time
 
 import dagster as dg
 import pyarrow as pa
+import pytest
 import ray
 import ray.data
+from ray.data._internal.execution.resource_manager import ResourceManager
 
+from etl_assets import resources
 from etl_assets.resources import RayResource
 
-TASK_SECONDS = 0.8
+TASK_SECONDS = 0.5
 
 
 def _busy(block: pa.Table) -> pa.Table:
@@ -20,27 +23,54 @@ def _busy(block: pa.Table) -> pa.Table:
 
 
 @ray.remote(num_cpus=1)
-def _hold_a_worker() -> int:
+def _hold_a_cpu() -> tuple[float, float]:
+    start = time.time()
     time.sleep(0.3)
-    return os.getpid()
+    return start, time.time()
 
 
-def test_a_ray_data_job_runs_a_task_on_every_cpu_from_its_start():
-    """Ray 2.60 left a new Dataset execution on one task at a time for its first second (until
-    it asked again which CPUs it may use); the resource makes it ask sooner. Two blocks on the
-    session's two CPUs: their tasks must overlap, though each is shorter than that second."""
-    # Two live worker processes first, so the overlap does not wait for a worker to start.
-    assert len(set(ray.get([_hold_a_worker.remote() for _ in range(2)]))) == 2
+def _until_both_cpus_are_free() -> None:
+    """Until two plain tasks run at once: the resource's worker warm-up has let go of the CPUs."""
+    for _ in range(30):
+        (start1, end1), (start2, end2) = ray.get([_hold_a_cpu.remote() for _ in range(2)])
+        if max(start1, start2) < min(end1, end2):
+            return
+    raise AssertionError("two Ray tasks never ran at once on the session's two CPUs")
 
-    @dg.asset
-    def two_blocks(ray_cluster: RayResource) -> dg.MaterializeResult:
-        blocks = [pa.table({"x": [i]}) for i in range(2)]
-        ds = ray.data.from_arrow(blocks).map_batches(_busy, batch_format="pyarrow", batch_size=None)
-        tasks = sorted(ds.take_all(), key=lambda t: t["start"])
-        return dg.MaterializeResult(metadata={"tasks": tasks})
 
+def _two_blocks() -> list[dict]:
+    ds = ray.data.from_arrow([pa.table({"x": [i]}) for i in range(2)])
+    tasks = ds.map_batches(_busy, batch_format="pyarrow", batch_size=None).take_all()
+    return sorted(tasks, key=lambda t: t["start"])
+
+
+@dg.asset
+def two_blocks(ray_cluster: RayResource) -> dg.MaterializeResult:
+    # A cluster's first executions start Ray Data's actors and find their footing: one untimed
+    # first. Then both CPUs free (the resource's worker warm-up done), so the measured tasks wait
+    # for nothing but Ray Data's own scheduling.
+    _two_blocks()
+    _until_both_cpus_are_free()
+    return dg.MaterializeResult(metadata={"tasks": _two_blocks()})
+
+
+def two_tasks() -> tuple[dict, dict]:
     result = dg.materialize([two_blocks], resources={"ray_cluster": RayResource()})
     assert result.success
     first, second = result.asset_materializations_for_node("two_blocks")[0].metadata["tasks"].value
-    assert first["pid"] != second["pid"]
-    assert second["start"] < first["end"], (first, second)
+    return first, second
+
+
+@pytest.mark.parametrize("refresh", [resources.DATA_LIMITS_REFRESH_SECONDS, 1.0], ids=["as set", "Ray's 1 s"])
+def test_a_ray_data_job_runs_a_task_on_every_cpu_from_its_start(refresh, monkeypatch):
+    """Ray 2.60 leaves a new Dataset execution on one task at a time until it learns its CPUs, which
+    it asks for again only a second after its start; the resource has it ask every 10 ms. Two
+    blocks on the session's two CPUs: as set, their tasks overlap though each is shorter than that
+    second. With Ray's own interval (the control) they do not: should a later Ray fix this, the
+    control fails and the workaround can go."""
+    # Whatever earlier tests set: only the resource's own setup may change it here.
+    monkeypatch.setattr(ResourceManager, "GLOBAL_LIMITS_UPDATE_INTERVAL_S", 1.0)
+    monkeypatch.setattr(resources, "DATA_LIMITS_REFRESH_SECONDS", refresh)
+    first, second = two_tasks()
+    overlap = second["start"] < first["end"]
+    assert overlap == (refresh < 1), (first, second)

@@ -2,11 +2,11 @@
 
 A day is judged in buckets of its rows by order id: every copy of a row, and every row sharing an
 order id, lands in the same bucket, so a bucket is a unit for de-duplication and the key rule just
-as the whole day is, and the buckets of a day are judged in parallel with bounded memory. A day
-is split so when it holds more than a bucket, or when reading whole days would leave CPUs idle
-and each CPU's part would still be large (``SPLIT_ROWS``). Readers
-take a file's row groups a few at a time and split them among the buckets (Ray tasks returning one
-object per bucket); one task per bucket then gathers its parts and runs the day's transform."""
+as the whole day is, and the buckets of a day are judged in parallel with bounded memory. A day is
+split when it holds more than a bucket, or when it is alone in its window and large enough to
+share among the CPUs (``buckets_per_day``). Readers take a file's row groups a few at a time and
+split them among the buckets (Ray tasks returning one object per bucket); one task per bucket then
+gathers its parts and runs the day's transform."""
 
 from __future__ import annotations
 
@@ -159,29 +159,35 @@ def _day_groups(days: Sequence[LakeDay]) -> list[list[LakeDay]]:
     return [[days[i] for i in run] for run in runs([d.rows for d in days], target)]
 
 
-# A day is also split among the CPUs when each part still holds this many rows: below that, the
-# exchange's second Ray execution costs more than the other cores save.
+# A day alone in its window is also split among the CPUs when each part still holds this many
+# rows: below that, the exchange's second Ray execution costs more than the other cores save.
 SPLIT_ROWS = 250_000
 
 
-def _split_days(days: Sequence[LakeDay]) -> bool:
-    """Whether to judge the days in buckets: a day holds more than a bucket, or whole days would
-    leave CPUs idle (fewer groups of days than CPUs) while there are rows enough to share."""
-    if any(d.rows > BUCKET_ROWS for d in days):
-        return True
-    cpus = cluster_cpus()
-    return len(_day_groups(days)) < cpus and any(d.rows >= 2 * SPLIT_ROWS for d in days)
+def buckets_per_day(days: Sequence[LakeDay], cpus: int) -> list[int] | None:
+    """How many buckets each day is judged in, or None to read whole days (``_day_groups``).
+
+    A day over a bucket's rows is split into buckets of about ``BUCKET_ROWS``. A day alone in its
+    window with at least ``2 * SPLIT_ROWS`` rows is split into one bucket per CPU (each of at
+    least ``SPLIT_ROWS``): read whole, it would run in one task and leave the other CPUs idle.
+    Several smaller days are already shared among the CPUs by ``_day_groups``.
+    """
+    by_size = [max(1, -(-d.rows // BUCKET_ROWS)) for d in days]
+    if len(days) == 1 and cpus > 1 and days[0].rows >= 2 * SPLIT_ROWS:
+        return [max(by_size[0], min(cpus, days[0].rows // SPLIT_ROWS))]
+    return by_size if any(d.rows > BUCKET_ROWS for d in days) else None
 
 
 def read_orders_days(days: Sequence[LakeDay], transform: DayTransform) -> ray.data.Dataset:
     """The window's lake days through ``transform``, a whole day or a bucket of one at a time.
 
-    When every day fits in a bucket, tasks read groups of whole days (``_day_groups``) and run
-    ``transform`` on each group.
-    Otherwise each day is split into buckets by order id (see the module docstring), so exact
+    When every day fits in a bucket (and no lone day is worth sharing among the CPUs), tasks read
+    groups of whole days (``_day_groups``) and run ``transform`` on each group. Otherwise each day
+    is split into buckets by order id (``buckets_per_day``, the module docstring), so exact
     duplicates delivered in different files, and rows sharing an order id, still meet in one batch.
     """
-    if not _split_days(days):
+    buckets_of = buckets_per_day(days, cluster_cpus())
+    if buckets_of is None:
         groups = [
             pa.table(
                 {
@@ -196,8 +202,7 @@ def read_orders_days(days: Sequence[LakeDay], transform: DayTransform) -> ray.da
         )
     # One exchange per day: a day's pieces split only into that day's buckets.
     exchanges = []
-    for day in days:
-        buckets = max(1, -(-day.rows // BUCKET_ROWS), min(cluster_cpus(), day.rows // SPLIT_ROWS))
+    for day, buckets in zip(days, buckets_of):
         table = pa.Table.from_pylist(_pieces(day, buckets), schema=PIECES)
         tagged = ray.data.from_arrow([table.slice(i, 1) for i in range(table.num_rows)]).map_batches(
             _split_pieces, batch_format="pyarrow", batch_size=1
