@@ -84,10 +84,10 @@ def main() -> None:
             shutil.rmtree(target, ignore_errors=True)
             runs = []
             for phase in ("create", "replace", "replace again"):
-                start = time.perf_counter()
                 with peak_rss() as peak:
+                    start = time.perf_counter()
                     rows = fn(root, target)
-                wall = time.perf_counter() - start
+                    wall = time.perf_counter() - start
                 runs.append(
                     {
                         "phase": phase,

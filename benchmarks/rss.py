@@ -98,38 +98,58 @@ def sample_until_stopped(
 @contextmanager
 def peak_rss(interval: float = 0.05, with_pss: bool = False) -> Iterator[Peak]:
     """Sample this process's whole tree every ``interval`` seconds while the block runs, from a
-    separate sampling process; the ``Peak`` is filled in when the block ends."""
+    separate sampling process; the ``Peak`` is filled in when the block ends. Start any timer
+    inside the block: the sampler's own start-up (about 0.1 s) comes before it."""
     sampler = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.rss", str(os.getpid()), str(interval), str(int(with_pss))],
         cwd=Path(__file__).resolve().parent.parent,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
     )
-    sampler.stdout.readline()  # "ready": the first sample is taken
+    if sampler.stdout.readline().strip() != "ready":  # the first sample is taken
+        sampler.kill()
+        raise RuntimeError(f"the memory sampler did not start: {sampler.communicate()[1][-2000:]}")
     peak = Peak()
     try:
         yield peak
-    finally:
-        out, _ = sampler.communicate("", timeout=60)
-        found = json.loads(out)
-        peak.bytes, peak.pss_bytes, peak.breakdown = found["bytes"], found["pss_bytes"], found["breakdown"]
+    except BaseException:
+        sampler.kill()
+        sampler.communicate()
+        raise
+    out, err = sampler.communicate("", timeout=60)
+    if sampler.returncode:
+        raise RuntimeError(f"the memory sampler failed: {err[-2000:]}")
+    found = json.loads(out)
+    peak.bytes, peak.pss_bytes, peak.breakdown = found["bytes"], found["pss_bytes"], found["breakdown"]
 
 
 def main() -> None:
     pid, interval, with_pss = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3] == "1"
     stop, started = threading.Event(), threading.Event()
-    result: list[Peak] = []
-    thread = threading.Thread(
-        target=lambda: result.append(sample_until_stopped(pid, interval, with_pss, stop, started))
-    )
+    outcome: list = []
+
+    def run() -> None:
+        try:
+            outcome.append(sample_until_stopped(pid, interval, with_pss, stop, started))
+        except BaseException as exc:  # reported below, on the parent's pipe
+            outcome.append(exc)
+        finally:
+            started.set()
+
+    thread = threading.Thread(target=run)
     thread.start()
     started.wait()
+    if outcome:  # failed before its first sample
+        raise outcome[0]
     print("ready", flush=True)
     sys.stdin.read()  # until the measured block ends and the parent closes our stdin
     stop.set()
     thread.join()
-    print(json.dumps(vars(result[0])), flush=True)
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    print(json.dumps(vars(outcome[0])), flush=True)
 
 
 if __name__ == "__main__":
