@@ -118,7 +118,12 @@ def peak_rss(interval: float = 0.05, with_pss: bool = False) -> Iterator[Peak]:
         sampler.kill()
         sampler.communicate()
         raise
-    out, err = sampler.communicate("", timeout=60)
+    try:
+        out, err = sampler.communicate("", timeout=60)
+    except subprocess.TimeoutExpired:
+        sampler.kill()
+        sampler.communicate()
+        raise RuntimeError("the memory sampler did not report within 60 s") from None
     if sampler.returncode:
         raise RuntimeError(f"the memory sampler failed: {err[-2000:]}")
     found = json.loads(out)

@@ -170,7 +170,9 @@ def buckets_per_day(days: Sequence[LakeDay], cpus: int) -> list[int] | None:
     A day over a bucket's rows is split into buckets of about ``BUCKET_ROWS``. A day alone in its
     window with at least ``2 * SPLIT_ROWS`` rows is split into one bucket per CPU (each of at
     least ``SPLIT_ROWS``): read whole, it would run in one task and leave the other CPUs idle.
-    Several smaller days are already shared among the CPUs by ``_day_groups``.
+    Days of a longer window, none over a bucket, are read whole and shared among the CPUs by
+    ``_day_groups`` (as far as there are days enough); once one day is over a bucket, every day of
+    the window goes by its size, a small day in one bucket of its own.
     """
     by_size = [max(1, -(-d.rows // BUCKET_ROWS)) for d in days]
     if len(days) == 1 and cpus > 1 and days[0].rows >= 2 * SPLIT_ROWS:
@@ -202,7 +204,7 @@ def read_orders_days(days: Sequence[LakeDay], transform: DayTransform) -> ray.da
         )
     # One exchange per day: a day's pieces split only into that day's buckets.
     exchanges = []
-    for day, buckets in zip(days, buckets_of):
+    for day, buckets in zip(days, buckets_of, strict=True):
         table = pa.Table.from_pylist(_pieces(day, buckets), schema=PIECES)
         tagged = ray.data.from_arrow([table.slice(i, 1) for i in range(table.num_rows)]).map_batches(
             _split_pieces, batch_format="pyarrow", batch_size=1
