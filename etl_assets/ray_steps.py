@@ -71,6 +71,10 @@ def split_into_buckets(block: pa.Table, buckets: int) -> list[pa.Table]:
     return [rows.slice(bounds[b], bounds[b + 1] - bounds[b]) for b in range(buckets)]
 
 
+def _only_bucket(block: pa.Table, buckets: int) -> pa.Table:
+    return split_into_buckets(block, buckets)[0]
+
+
 def _gather(
     batch: pa.Table, bucket_parts: list[ray.ObjectRef], reduce: Callable[[pa.Table, int], pa.Table]
 ) -> Iterator[pa.Table]:
@@ -93,7 +97,12 @@ def exchange(
     bucket's. On a small cluster this costs a fraction of Ray Data's hash shuffle, which starts
     aggregator actors and routes every row through them.
     """
-    split = ray.remote(split_into_buckets).options(num_returns=buckets)
+    # With one return Ray stores the returned list itself as the object: one bucket returns its table.
+    split = (
+        ray.remote(_only_bucket)
+        if buckets == 1
+        else ray.remote(split_into_buckets).options(num_returns=buckets)
+    )
     parts: list[list[ray.ObjectRef]] = [[] for _ in range(buckets)]
     for bundle in tagged.iter_internal_ref_bundles():
         for block in bundle.block_refs:

@@ -1,4 +1,4 @@
-"""What `RayResource` sets up for the assets' Ray Data jobs."""
+"""What `RayResource` sets up for the assets' Ray Data jobs, and the exchange they share."""
 
 import os
 import time
@@ -11,7 +11,9 @@ import ray.data
 from ray.data._internal.execution.resource_manager import ResourceManager
 
 from etl_assets import resources
+from etl_assets.ray_steps import bucketed, exchange, map_blocks
 from etl_assets.resources import RayResource
+from etl_assets.transforms.common import hash_buckets
 
 TASK_SECONDS = 1.0
 
@@ -75,3 +77,17 @@ def test_a_ray_data_job_runs_a_task_on_every_cpu_from_its_start(refresh, monkeyp
     first, second = two_tasks()
     overlap = second["start"] < first["end"]
     assert overlap == (refresh < 1), (first, second)
+
+
+@pytest.mark.parametrize("buckets", [1, 3])
+def test_an_exchange_gathers_every_row_of_each_key_in_one_bucket(buckets):
+    """Ray's one-return tasks store a returned list as one object: an exchange of one bucket (a
+    one-CPU cluster's co_locate, a small day beside a big one) once gathered lists, not tables."""
+    blocks = [pa.table({"k": pa.array(range(i, 40, 3), pa.int64())}) for i in range(3)]
+    tagged = map_blocks(ray.data.from_arrow(blocks), bucketed(lambda t: t, "k", buckets))
+    seen = exchange(
+        tagged, buckets, lambda rows, bucket: rows.append_column("bucket", pa.array([bucket] * rows.num_rows))
+    ).take_all()
+    assert sorted(r["k"] for r in seen) == list(range(40))
+    bucket_of = {r["k"]: r["bucket"] for r in seen}
+    assert bucket_of == {k: int(hash_buckets(pa.array([k], pa.int64()), buckets)[0]) for k in range(40)}
