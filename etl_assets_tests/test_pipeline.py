@@ -4,6 +4,7 @@ import shutil
 from collections import Counter
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
@@ -470,6 +471,40 @@ def test_a_lone_day_with_rows_enough_is_judged_on_every_cpu(sample_dir, tmp_path
     assert run_window(sample_dir, split, day(0), day(0), assets, with_checks=False).success
     assert len(DeltaTable(str(split / "orders")).file_uris()) == 2
     names = [CUSTOMER_ORDERS.name, "orders", "orders_rejects"]
+    wanted, got = snapshot(whole, names), snapshot(split, names)
+    for name in names:
+        assert len(wanted[name]) > 0
+        pd.testing.assert_frame_equal(wanted[name], got[name], check_exact=True, obj=name)
+
+
+def test_in_a_window_only_the_days_over_a_bucket_are_exchanged(sample_dir, tmp_path, monkeypatch):
+    """A window holding one day over a bucket: that day is judged in buckets, the others are read
+    whole (one file each), and the tables are those of the whole-day read."""
+    from etl_assets import definitions as d
+    from etl_assets.sources import orders_lake
+
+    days = [day(i) for i in range(3)]
+    sizes = {
+        x.day: x.rows for x in orders_lake.inspect_days(str(sample_dir / "sources" / "lake" / "orders"), days)
+    }
+    biggest = max(sizes, key=sizes.get)
+    assert sorted(sizes.values())[-2] < sizes[biggest]  # one day alone over the bucket below
+
+    whole = tmp_path / "whole"
+    assert run_window(sample_dir, whole, days[0], days[-1], [d.orders_and_rejects], with_checks=False).success
+    monkeypatch.setattr(orders_lake, "BUCKET_ROWS", sizes[biggest] - 1)
+    exchanged = []  # the bucket count of each exchange the read builds
+    real_exchange = orders_lake.exchange
+    monkeypatch.setattr(
+        orders_lake, "exchange", lambda *args: exchanged.append(args[1]) or real_exchange(*args)
+    )
+    split = tmp_path / "split"
+    assert run_window(sample_dir, split, days[0], days[-1], [d.orders_and_rejects], with_checks=False).success
+    files = pa.table(DeltaTable(str(split / "orders")).get_add_actions(flatten=True)).to_pydict()
+    per_day = Counter(str(v) for v in files["partition.order_date"])
+    assert per_day == {str(x): (2 if x == biggest else 1) for x in days}
+    assert exchanged == [2]  # the small days went by no exchange of their own
+    names = ["orders", "orders_rejects"]
     wanted, got = snapshot(whole, names), snapshot(split, names)
     for name in names:
         assert len(wanted[name]) > 0

@@ -170,9 +170,8 @@ def buckets_per_day(days: Sequence[LakeDay], cpus: int) -> list[int] | None:
     A day over a bucket's rows is split into buckets of about ``BUCKET_ROWS``. A day alone in its
     window with at least ``2 * SPLIT_ROWS`` rows is split into one bucket per CPU (each of at
     least ``SPLIT_ROWS``): read whole, it would run in one task and leave the other CPUs idle.
-    Days of a longer window, none over a bucket, are read whole and shared among the CPUs by
-    ``_day_groups`` (as far as there are days enough); once one day is over a bucket, every day of
-    the window goes by its size, a small day in one bucket of its own.
+    Days of a longer window are counted by size alone; those of one bucket are read whole and shared
+    among the CPUs by ``_day_groups`` (as far as there are days enough).
     """
     by_size = [max(1, -(-d.rows // BUCKET_ROWS)) for d in days]
     if len(days) == 1 and cpus > 1 and days[0].rows >= 2 * SPLIT_ROWS:
@@ -183,31 +182,43 @@ def buckets_per_day(days: Sequence[LakeDay], cpus: int) -> list[int] | None:
 def read_orders_days(days: Sequence[LakeDay], transform: DayTransform) -> ray.data.Dataset:
     """The window's lake days through ``transform``, a whole day or a bucket of one at a time.
 
-    When every day fits in a bucket (and no lone day is worth sharing among the CPUs), tasks read
-    groups of whole days (``_day_groups``) and run ``transform`` on each group. Otherwise each day
-    is split into buckets by order id (``buckets_per_day``, the module docstring), so exact
-    duplicates delivered in different files, and rows sharing an order id, still meet in one batch.
+    A day over a bucket (or a lone day worth sharing among the CPUs, ``buckets_per_day``) is split
+    into buckets by order id (the module docstring), so exact duplicates delivered in different
+    files, and rows sharing an order id, still meet in one batch. The other days are read whole,
+    tasks taking groups of days (``_day_groups``) and running ``transform`` on each group.
     """
-    buckets_of = buckets_per_day(days, cluster_cpus())
-    if buckets_of is None:
-        groups = [
-            pa.table(
-                {
-                    "day": pa.array([d.day for d in group], pa.date32()),
-                    "files": pa.array([list(d.files) for d in group], pa.list_(pa.string())),
-                }
-            )
-            for group in _day_groups(days)
-        ]
-        return ray.data.from_arrow(groups).map_batches(
-            partial(_read_days, transform=transform), batch_format="pyarrow", batch_size=None
+    buckets_of = buckets_per_day(days, cluster_cpus()) or [1] * len(days)
+    whole = [day for day, buckets in zip(days, buckets_of, strict=True) if buckets == 1]
+    # One exchange per split day (a day's pieces split only into that day's buckets); the days of
+    # one bucket are read whole in groups, in one execution, rather than one exchange each.
+    parts = [
+        _exchanged_day(day, buckets, transform)
+        for day, buckets in zip(days, buckets_of, strict=True)
+        if buckets > 1
+    ]
+    if whole or not parts:
+        parts.append(_whole_days(whole, transform))
+    return parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
+
+
+def _whole_days(days: Sequence[LakeDay], transform: DayTransform) -> ray.data.Dataset:
+    groups = [
+        pa.table(
+            {
+                "day": pa.array([d.day for d in group], pa.date32()),
+                "files": pa.array([list(d.files) for d in group], pa.list_(pa.string())),
+            }
         )
-    # One exchange per day: a day's pieces split only into that day's buckets.
-    exchanges = []
-    for day, buckets in zip(days, buckets_of, strict=True):
-        table = pa.Table.from_pylist(_pieces(day, buckets), schema=PIECES)
-        tagged = ray.data.from_arrow([table.slice(i, 1) for i in range(table.num_rows)]).map_batches(
-            _split_pieces, batch_format="pyarrow", batch_size=1
-        )
-        exchanges.append(exchange(tagged, buckets, ignore_bucket(transform)))
-    return exchanges[0].union(*exchanges[1:]) if len(exchanges) > 1 else exchanges[0]
+        for group in _day_groups(days)
+    ]
+    return ray.data.from_arrow(groups).map_batches(
+        partial(_read_days, transform=transform), batch_format="pyarrow", batch_size=None
+    )
+
+
+def _exchanged_day(day: LakeDay, buckets: int, transform: DayTransform) -> ray.data.Dataset:
+    table = pa.Table.from_pylist(_pieces(day, buckets), schema=PIECES)
+    tagged = ray.data.from_arrow([table.slice(i, 1) for i in range(table.num_rows)]).map_batches(
+        _split_pieces, batch_format="pyarrow", batch_size=1
+    )
+    return exchange(tagged, buckets, ignore_bucket(transform))
