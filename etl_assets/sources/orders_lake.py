@@ -164,19 +164,19 @@ def _day_groups(days: Sequence[LakeDay]) -> list[list[LakeDay]]:
 SPLIT_ROWS = 250_000
 
 
-def buckets_per_day(days: Sequence[LakeDay], cpus: int) -> list[int] | None:
-    """How many buckets each day is judged in, or None to read whole days (``_day_groups``).
+def buckets_per_day(days: Sequence[LakeDay], cpus: int) -> list[int]:
+    """How many buckets each day is judged in; a day of one bucket is read whole (``_day_groups``).
 
     A day over a bucket's rows is split into buckets of about ``BUCKET_ROWS``. A day alone in its
     window with at least ``2 * SPLIT_ROWS`` rows is split into one bucket per CPU (each of at
     least ``SPLIT_ROWS``): read whole, it would run in one task and leave the other CPUs idle.
-    Days of a longer window are counted by size alone; those of one bucket are read whole and shared
-    among the CPUs by ``_day_groups`` (as far as there are days enough).
+    Days of a longer window are counted by size alone; the whole days are shared among the CPUs
+    by ``_day_groups`` (as far as there are days enough).
     """
     by_size = [max(1, -(-d.rows // BUCKET_ROWS)) for d in days]
     if len(days) == 1 and cpus > 1 and days[0].rows >= 2 * SPLIT_ROWS:
         return [max(by_size[0], min(cpus, days[0].rows // SPLIT_ROWS))]
-    return by_size if any(d.rows > BUCKET_ROWS for d in days) else None
+    return by_size
 
 
 def read_orders_days(days: Sequence[LakeDay], transform: DayTransform) -> ray.data.Dataset:
@@ -187,7 +187,7 @@ def read_orders_days(days: Sequence[LakeDay], transform: DayTransform) -> ray.da
     files, and rows sharing an order id, still meet in one batch. The other days are read whole,
     tasks taking groups of days (``_day_groups``) and running ``transform`` on each group.
     """
-    buckets_of = buckets_per_day(days, cluster_cpus()) or [1] * len(days)
+    buckets_of = buckets_per_day(days, cluster_cpus())
     whole = [day for day, buckets in zip(days, buckets_of, strict=True) if buckets == 1]
     # One exchange per split day (a day's pieces split only into that day's buckets); the days of
     # one bucket are read whole in groups, in one execution, rather than one exchange each.
