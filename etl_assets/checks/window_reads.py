@@ -8,11 +8,11 @@ from collections.abc import Iterator, Sequence
 from datetime import date
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from etl_assets.contracts import TableContract
 from etl_assets.sizing import runs
 from etl_assets.warehouse.base import PartitionValue, Warehouse
+from etl_assets.warehouse.blocks import partition_groups
 
 
 def read_columns(
@@ -43,22 +43,12 @@ def partition_tables(
 def _split(
     backend: Warehouse, contract: TableContract, group: Sequence[PartitionValue], columns: Sequence[str]
 ) -> Iterator[tuple[PartitionValue, pa.Table]]:
-    """The group's rows sorted by partition (a stable sort: each partition keeps its row order),
-    then one slice per partition: one pass over the rows, where a filter per partition would pass
-    over all of them once per partition."""
+    """The group's rows read at once, then each partition's rows, in their order."""
     column = contract.partition_column
     table = read_columns(backend, contract, group, list(dict.fromkeys([*columns, column])))
-    table = table.take(pc.sort_indices(table, sort_keys=[(column, "ascending")]))
-    encoded = pc.run_end_encode(table.column(column).combine_chunks())
-    slices, start = {}, 0
-    for value, end in zip(
-        encoded.values.cast(pa.string()).to_pylist(), encoded.run_ends.to_pylist(), strict=True
-    ):
-        slices[value] = (start, end - start)
-        start = end
+    rows = dict(partition_groups(table, column))
     for value in group:
-        offset, length = slices.get(str(value), (0, 0))
-        yield value, table.slice(offset, length).select(list(columns))
+        yield value, rows.get(str(value), table.slice(0, 0)).select(list(columns))
 
 
 def days_of(
