@@ -1,0 +1,66 @@
+"""The floors benchmark measures Dagster's own cost of the daily chain's backfill with a copy of its
+graph whose bodies only report; the floor is only a floor of the real runs if that copy records
+what they record: the same assets, partitions and checks, one result per partition."""
+
+import dagster as dg
+
+from benchmarks.floors import _range_tags, reporting_graph
+from etl_assets.checks.rules import CHECKS
+from etl_assets.definitions import defs
+from etl_assets_tests.expected import DAILY_TABLES
+
+DAILY_CHAIN = set(DAILY_TABLES)
+DAYS = ["2024-01-01", "2024-01-02"]
+
+
+def _as_definitions(graph: list) -> dg.Definitions:
+    checks = [node for node in graph if isinstance(node, dg.AssetChecksDefinition)]
+    return dg.Definitions(assets=[node for node in graph if node not in checks], asset_checks=checks)
+
+
+def _real_checks() -> dict[dg.AssetCheckKey, bool]:
+    """Each real check of the daily chain, and whether it is partitioned."""
+    return {
+        key: check.partitions_def is not None
+        for check in CHECKS
+        for key in check.check_keys
+        if key.asset_key.to_user_string() in DAILY_CHAIN
+    }
+
+
+def test_reporting_graph_has_the_daily_chains_assets_checks_and_partitions():
+    real = defs.resolve_asset_graph()
+    assets = {key for key in real.materializable_asset_keys if key.to_user_string() in DAILY_CHAIN}
+    mirror = _as_definitions(reporting_graph()).resolve_asset_graph()
+    assert mirror.materializable_asset_keys == assets
+    assert mirror.asset_check_keys == set(_real_checks())
+    for key in assets:
+        assert mirror.get(key).partitions_def == real.get(key).partitions_def
+        assert mirror.get(key).backfill_policy == real.get(key).backfill_policy
+        assert mirror.get(key).parent_keys == real.get(key).parent_keys
+    without_checks = _as_definitions(reporting_graph(with_checks=False)).resolve_asset_graph()
+    assert without_checks.materializable_asset_keys == assets
+    assert not without_checks.asset_check_keys
+
+
+def test_reporting_graph_records_one_result_per_partition():
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize(reporting_graph(), instance=instance, tags=_range_tags(len(DAYS)))
+    assert result.success
+    events = [entry.dagster_event for entry in instance.all_logs(result.run_id) if entry.dagster_event]
+    materialized = sorted(
+        (event.asset_key.to_user_string(), event.partition)
+        for event in events
+        if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION
+    )
+    assert materialized == sorted((name, day) for name in DAILY_CHAIN for day in DAYS)
+    evaluated: dict[dg.AssetCheckKey, list] = {}
+    for event in events:
+        if event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+            evaluation = event.event_specific_data
+            assert evaluation.passed
+            evaluated.setdefault(evaluation.asset_check_key, []).append(evaluation.partition)
+    # A partitioned check reports each day of the window, as the real ones do; a whole-table check once.
+    assert {key: sorted(p, key=str) for key, p in evaluated.items()} == {
+        key: DAYS if partitioned else [None] for key, partitioned in _real_checks().items()
+    }
