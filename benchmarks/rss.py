@@ -24,7 +24,7 @@ from pathlib import Path
 import psutil
 
 
-def _name(proc: psutil.Process) -> str:
+def process_name(proc: psutil.Process) -> str:
     with suppress(psutil.Error):
         title = " ".join(proc.cmdline()[:1]) or proc.name()
         return title.rsplit("/", 1)[-1][:40]
@@ -85,7 +85,7 @@ def sample_until_stopped(
             names: dict[str, int] = {}
             for child, size in per_pid.items():
                 with suppress(psutil.Error):
-                    name = _name(psutil.Process(child))
+                    name = process_name(psutil.Process(child))
                     names[name] = names.get(name, 0) + size
             peak.bytes, peak.breakdown = rss, names
         peak.pss_bytes = max(peak.pss_bytes, pss)

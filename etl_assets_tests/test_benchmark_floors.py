@@ -5,7 +5,6 @@ what they record: the same assets, partitions and checks, one result per partiti
 import dagster as dg
 
 from benchmarks.floors import _range_tags, reporting_graph
-from etl_assets.checks.rules import CHECKS
 from etl_assets.definitions import defs
 from etl_assets_tests.expected import DAILY_TABLES
 
@@ -18,26 +17,25 @@ def _as_definitions(graph: list) -> dg.Definitions:
     return dg.Definitions(assets=[node for node in graph if node not in checks], asset_checks=checks)
 
 
-def _real_checks() -> dict[dg.AssetCheckKey, bool]:
-    """Each real check of the daily chain, and whether it is partitioned."""
-    return {
-        key: check.partitions_def is not None
-        for check in CHECKS
-        for key in check.check_keys
-        if key.asset_key.to_user_string() in DAILY_CHAIN
-    }
+def _real_graph():
+    """The real daily chain's assets and checks, from the code location's own asset graph."""
+    graph = defs.resolve_asset_graph()
+    assets = {key for key in graph.materializable_asset_keys if key.to_user_string() in DAILY_CHAIN}
+    return graph, assets, {key for key in graph.asset_check_keys if key.asset_key in assets}
 
 
 def test_reporting_graph_has_the_daily_chains_assets_checks_and_partitions():
-    real = defs.resolve_asset_graph()
-    assets = {key for key in real.materializable_asset_keys if key.to_user_string() in DAILY_CHAIN}
+    real, assets, checks = _real_graph()
     mirror = _as_definitions(reporting_graph()).resolve_asset_graph()
     assert mirror.materializable_asset_keys == assets
-    assert mirror.asset_check_keys == set(_real_checks())
+    assert mirror.asset_check_keys == checks
     for key in assets:
         assert mirror.get(key).partitions_def == real.get(key).partitions_def
         assert mirror.get(key).backfill_policy == real.get(key).backfill_policy
         assert mirror.get(key).parent_keys == real.get(key).parent_keys
+    for key in checks:
+        assert mirror.get(key).partitions_def == real.get(key).partitions_def
+        assert mirror.get(key).blocking == real.get(key).blocking
     without_checks = _as_definitions(reporting_graph(with_checks=False)).resolve_asset_graph()
     assert without_checks.materializable_asset_keys == assets
     assert not without_checks.asset_check_keys
@@ -61,6 +59,7 @@ def test_reporting_graph_records_one_result_per_partition():
             assert evaluation.passed
             evaluated.setdefault(evaluation.asset_check_key, []).append(evaluation.partition)
     # A partitioned check reports each day of the window, as the real ones do; a whole-table check once.
+    real, _, checks = _real_graph()
     assert {key: sorted(p, key=str) for key, p in evaluated.items()} == {
-        key: DAYS if partitioned else [None] for key, partitioned in _real_checks().items()
+        key: DAYS if real.get(key).partitions_def else [None] for key in checks
     }
