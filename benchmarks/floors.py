@@ -20,11 +20,11 @@ its checks, its warm workers), so each target can be weighed against its floor:
   300,000 orders is timed in the same process; the target's floor is that run, plus the graph's
   growth from 1 to 30 days, over that run.
 * ``worker_start`` and ``process`` (target 2, fixed cost): a fresh interpreter importing Dagster
-  and Ray alone, or the code location, then exiting; a new driver connecting to a persistent Ray
-  of this benchmark's own and waiting for its first worker (Ray binds each worker process to one
-  job, so every run starts its own), with a task that does nothing or with the platform's
-  warm-up task. With Dagster's one-day cost on SQLite, two floors of a CLI run: Dagster and Ray
-  alone (no checks, no platform module), and as designed.
+  and Ray alone, or the code location, then exiting; a new driver starting a private Ray, or
+  connecting to a persistent Ray of this benchmark's own, and waiting for its first worker (Ray
+  binds each worker process to one job, so every run starts its own), with a task that does
+  nothing or with the platform's warm-up task. With Dagster's one-day cost on SQLite, two floors
+  of a CLI run: Dagster and Ray alone (no checks, no platform module), and as designed.
 * ``idle_tree`` (target 4, memory): summed RSS and PSS of a private Ray (the object store capped as
   in ``benchmarks/memory.py``) and its driver with the code location imported, once every worker
   has the platform's modules and one tiny Ray Data execution has started Ray Data's actors: the
@@ -45,7 +45,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -72,7 +72,7 @@ TARGET_RSS_MIB = 2048
 
 
 def _reporting_asset(original: dg.AssetsDefinition) -> dg.AssetsDefinition:
-    """``original``'s keys, deps and partitioning, its body only reporting each key."""
+    """``original``'s keys, deps, partitioning and pool, its body only reporting each key."""
     keys = [spec.key for spec in original.specs]
 
     @dg.multi_asset(
@@ -80,6 +80,7 @@ def _reporting_asset(original: dg.AssetsDefinition) -> dg.AssetsDefinition:
         specs=[dg.AssetSpec(spec.key, deps=spec.deps) for spec in original.specs],
         partitions_def=original.partitions_def,
         backfill_policy=original.backfill_policy,
+        pool=original.op.pool,  # the real steps take a slot of the "ray" pool from the instance
     )
     def _asset(context):
         for key in keys:
@@ -136,26 +137,27 @@ EVENT_SETTINGS = (
 
 @dataclass(frozen=True)
 class Variant:
-    """An instance storage, and the Dagster settings a run on it goes with."""
+    """An instance storage, and the Dagster settings (of ``EVENT_SETTINGS``) a run on it goes with."""
 
     name: str
     storage: str  # memory, sqlite or postgres
-    settings: dict[str, str] = field(default_factory=dict)
+    settings: tuple[tuple[str, str], ...] = ()
 
 
 MEMORY = Variant("memory", "memory")
 SQLITE = Variant("sqlite", "sqlite")
-SQLITE_PLANNED_SUBSET = Variant(
-    # One "planned" event per asset instead of one per partition; Dagster then no longer marks the
-    # partitions of a failed run as failed.
-    "sqlite_planned_subset",
-    "sqlite",
-    {"DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "true"},
-)
-POSTGRES = Variant("postgres", "postgres")
+# One "planned" event per asset instead of one per partition; Dagster then no longer marks the
+# partitions of a failed run as failed.
+PLANNED_SUBSET = ("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "true")
 # dagster-postgres writes a batch of materializations in one statement when Dagster batches events;
 # "planned" events and check evaluations are still written one by one.
-POSTGRES_BATCHED = Variant("postgres_batched", "postgres", {"DAGSTER_EVENT_BATCH_SIZE": "1000"})
+BATCHED = ("DAGSTER_EVENT_BATCH_SIZE", "1000")
+SQLITE_PLANNED_SUBSET = Variant("sqlite_planned_subset", "sqlite", (PLANNED_SUBSET,))
+POSTGRES = Variant("postgres", "postgres")
+POSTGRES_BATCHED = Variant("postgres_batched", "postgres", (BATCHED,))
+POSTGRES_BATCHED_PLANNED_SUBSET = Variant(
+    "postgres_batched_planned_subset", "postgres", (BATCHED, PLANNED_SUBSET)
+)
 
 
 def _instance(variant: Variant, home: Path, postgres_url: str | None) -> dg.DagsterInstance:
@@ -176,8 +178,10 @@ def _instance(variant: Variant, home: Path, postgres_url: str | None) -> dg.Dags
 @contextmanager
 def _dagster_settings(variant: Variant) -> Iterator[None]:
     """Exactly ``variant``'s event settings while its run goes (Dagster reads them at each event)."""
+    if not {name for name, _ in variant.settings} <= set(EVENT_SETTINGS):
+        raise ValueError(f"{variant.name}: only {EVENT_SETTINGS} are pinned and restored")
     before = {name: os.environ.pop(name, None) for name in EVENT_SETTINGS}
-    os.environ.update(variant.settings)
+    os.environ.update(dict(variant.settings))
     try:
         yield
     finally:
@@ -244,7 +248,8 @@ def real_one_day(repeats: int) -> float:
     for i in range(repeats + 1):
         shutil.rmtree(out, ignore_errors=True)
         start = time.perf_counter()
-        backfill.run(one, out, 0, 0)
+        with _dagster_settings(MEMORY):
+            backfill.run(one, out, 0, 0)
         if i:  # the first run starts Ray's workers and Ray Data's actors
             walls.append(time.perf_counter() - start)
     shutil.rmtree(out, ignore_errors=True)
@@ -280,10 +285,11 @@ def idle_tree(settle_seconds: float = 2.0) -> dict:
     }
 
 
-# A new driver on a persistent Ray: how long to connect, and until its first worker has done a
-# task (and all of them), either a task that does nothing or one importing the platform's modules.
+# A new driver, on a persistent Ray (``RAY_ADDRESS``) or starting a private one as ``RayResource``
+# does: how long to connect or start, and until its first worker has done a task (and all of
+# them), a task that does nothing or the platform's warm-up task importing its modules.
 WORKER_START = """
-import json, os, sys, time
+import json, os, shutil, sys, tempfile, time
 import ray
 from etl_assets.ray_steps import cluster_cpus
 from etl_assets.resources import _warm_worker
@@ -292,20 +298,30 @@ from etl_assets.resources import _warm_worker
 def nothing():
     pass
 
-task = nothing if sys.argv[1] == "bare" else _warm_worker
+kind, where = sys.argv[1], sys.argv[2]
+task = nothing if kind == "bare" else _warm_worker
+temp_dir = tempfile.mkdtemp(prefix="etl_floor_ray_", dir="/tmp")
 start = time.perf_counter()
-ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
+if where == "private":
+    ray.init(address="local", include_dashboard=False, log_to_driver=False, _temp_dir=temp_dir,
+             object_store_memory=512 * 2**20)
+else:
+    ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
 connected = time.perf_counter()
 pending = [task.remote() for _ in range(cluster_cpus())]
 ray.wait(pending, num_returns=1)
 first = time.perf_counter()
 ray.get(pending)
+done = time.perf_counter()
+ray.shutdown()
+shutil.rmtree(temp_dir, ignore_errors=True)
 print(json.dumps({
     "connect_seconds": connected - start,
     "first_worker_seconds": first - connected,
-    "all_workers_seconds": time.perf_counter() - connected,
+    "all_workers_seconds": done - connected,
 }))
 """
+
 
 # A fresh interpreter importing Dagster and Ray only, or the whole code location, then exiting.
 IMPORTS = {
@@ -337,38 +353,45 @@ def process_start_and_exit(repeats: int) -> dict:
     return found
 
 
+def _drivers(where: str, env: dict[str, str], repeats: int) -> dict:
+    """The best of ``repeats`` new drivers ``where`` (persistent or private), per task kind."""
+    found = {}
+    for kind in ("bare", "platform"):
+        runs = []
+        for _ in range(repeats):
+            done = subprocess.run(
+                [sys.executable, "-c", WORKER_START, kind, where],
+                env=env,
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+            )
+            if done.returncode:
+                raise RuntimeError(f"the worker start-up driver failed: {done.stderr[-2000:]}")
+            runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        best = min(runs, key=lambda r: r["connect_seconds"] + r["first_worker_seconds"])
+        found[kind] = {key: round(value, 3) for key, value in best.items()}
+    return found
+
+
 def worker_start(repeats: int) -> dict:
-    """On a persistent Ray of its own: a new driver's connection and worker start-up, with a task
-    that does nothing (``bare``) and with the platform's warm-up task (``platform``)."""
+    """New drivers starting a private Ray, and new drivers on a persistent Ray of this benchmark's
+    own (one untimed driver first: it also waits for the new cluster's own start-up)."""
+    found = {"private": _drivers("private", dict(os.environ), repeats)}
     saved_state = ray_cluster.STATE
     ray_cluster.STATE = HERE / "work" / "floors_ray_state"
     try:
         if ray_cluster.running_pid() is not None:
             raise RuntimeError(f"a Ray from {ray_cluster.STATE} is already running; stop it first")
         env = {**os.environ, **ray_cluster.up(None, 1024)}
-        found: dict = {}
         try:
-            for kind in ("bare", "platform"):
-                runs = []
-                for _ in range(repeats + 1):
-                    done = subprocess.run(
-                        [sys.executable, "-c", WORKER_START, kind],
-                        env=env,
-                        cwd=REPO,
-                        capture_output=True,
-                        text=True,
-                    )
-                    if done.returncode:
-                        raise RuntimeError(f"the worker start-up driver failed: {done.stderr[-2000:]}")
-                    runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
-                runs = runs[1:]  # the first driver also waits for the new cluster's own start-up
-                best = min(runs, key=lambda r: r["connect_seconds"] + r["first_worker_seconds"])
-                found[kind] = {key: round(value, 3) for key, value in best.items()}
+            _drivers("persistent", env, 1)
+            found["persistent"] = _drivers("persistent", env, repeats)
         finally:
             ray_cluster.down()
-        return found
     finally:
         ray_cluster.STATE = saved_state
+    return found
 
 
 def ratio_floor(one_day: float, whole: dict, extra: dict, variant: str) -> float:
@@ -396,14 +419,14 @@ def main() -> None:
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
 
-    with private_ray(object_store_mb=args.object_store_mb) as ray_start:
+    with private_ray(object_store_mb=args.object_store_mb):
         idle = idle_tree()
         print(f"  idle_tree: {json.dumps(idle)}", flush=True)
         one_day = real_one_day(args.repeats)
         print(f"  real one-day run: {one_day:.2f} s", flush=True)
-    variants = [MEMORY, SQLITE, SQLITE_PLANNED_SUBSET] + (
-        [POSTGRES, POSTGRES_BATCHED] if args.postgres_url else []
-    )
+    variants = [MEMORY, SQLITE, SQLITE_PLANNED_SUBSET]
+    if args.postgres_url:
+        variants += [POSTGRES, POSTGRES_BATCHED, POSTGRES_BATCHED_PLANNED_SUBSET]
     events = dagster_events(reporting_graph(), variants, args.postgres_url, args.repeats)
     # Without the checks: what the per-partition materializations and "planned" events cost alone.
     assets_only = dagster_events(
@@ -414,13 +437,13 @@ def main() -> None:
     process = process_start_and_exit(args.repeats)
     print(f"  process: {json.dumps(process)}", flush=True)
 
-    def fixed_cost_floor(imports: str, dagster: dict, worker: dict, ray_seconds: float) -> float:
+    def fixed_cost_floor(imports: str, dagster: dict, ray_start: dict) -> float:
         # Parts in a row: the resource starts its workers' warm-up only after Dagster has started
         # the run, and the first step waits for a worker.
         start_exit = process[imports]["start_seconds"] + process[imports]["exit_seconds"]
-        return round(start_exit + dagster["sqlite"]["one_day_seconds"] + ray_seconds + worker, 3)
+        ray_part = ray_start["connect_seconds"] + ray_start["first_worker_seconds"]
+        return round(start_exit + dagster["sqlite"]["one_day_seconds"] + ray_part, 3)
 
-    bare, platform = workers["bare"], workers["platform"]
     report = {
         "benchmark": "floors",
         "machine": machine(),
@@ -444,31 +467,21 @@ def main() -> None:
             },
         },
         "process": process,
-        "worker_start_persistent_ray": workers,
-        "private_ray_start_seconds": round(ray_start, 3),
+        "worker_start": workers,
         "target_2_fixed_cost": {
             "floor_is": "a fresh interpreter's imports and exit + Dagster's one-day cost on SQLite + Ray's "
-            "start-up or connection + the first worker's start (parts in a row)",
+            "start-up or connection + the first worker's task (parts in a row)",
             # Dagster and Ray alone: no platform module, no check, a worker that imports nothing.
             "bare": {
-                "private_ray": fixed_cost_floor("bare", assets_only, bare["first_worker_seconds"], ray_start),
-                "persistent_ray": fixed_cost_floor(
-                    "bare", assets_only, bare["first_worker_seconds"], bare["connect_seconds"]
-                ),
+                where: fixed_cost_floor("bare", assets_only, workers[where]["bare"])
+                for where in ("private", "persistent")
             },
             # With what the platform's design adds: its imports, its 25 check steps, warm workers.
             "as_designed": {
-                "private_ray": fixed_cost_floor(
-                    "code_location", events, idle["first_worker_warm_seconds"], ray_start
-                ),
-                "persistent_ray": fixed_cost_floor(
-                    "code_location", events, platform["first_worker_seconds"], platform["connect_seconds"]
-                ),
+                where: fixed_cost_floor("code_location", events, workers[where]["platform"])
+                for where in ("private", "persistent")
             },
-            "target_seconds": {
-                "private_ray": TARGET_PRIVATE_SECONDS,
-                "persistent_ray": TARGET_PERSISTENT_SECONDS,
-            },
+            "target_seconds": {"private": TARGET_PRIVATE_SECONDS, "persistent": TARGET_PERSISTENT_SECONDS},
         },
         "idle_tree": {"object_store_mb": args.object_store_mb, **idle},
         "target_4_memory": {"target_rss_mib": TARGET_RSS_MIB, "idle_rss_mib": idle["rss_mib"]},

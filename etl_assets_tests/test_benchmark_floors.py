@@ -33,6 +33,7 @@ def test_reporting_graph_has_the_daily_chains_assets_checks_and_partitions():
         assert mirror.get(key).partitions_def == real.get(key).partitions_def
         assert mirror.get(key).backfill_policy == real.get(key).backfill_policy
         assert mirror.get(key).parent_keys == real.get(key).parent_keys
+        assert mirror.get(key).pools == real.get(key).pools
     for key in checks:
         assert mirror.get(key).partitions_def == real.get(key).partitions_def
         assert mirror.get(key).blocking == real.get(key).blocking
