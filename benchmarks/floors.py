@@ -16,9 +16,9 @@ its checks, its warm workers), so each target can be weighed against its floor:
   of one per partition (``DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS``; Dagster then no
   longer marks a failed run's partitions failed), and with ``--postgres-url`` PostgreSQL (a
   database of its own, wiped before each run; needs dagster-postgres), with and without
-  ``DAGSTER_EVENT_BATCH_SIZE`` (materializations then go in batches). The real one-day run of
-  300,000 orders is timed in the same process; the target's floor is that run, plus the graph's
-  growth from 1 to 30 days, over that run.
+  ``DAGSTER_EVENT_BATCH_SIZE`` (materializations then go in batches), and batched with one
+  "planned" event per asset. The real one-day run of 300,000 orders is timed in the same process;
+  the target's floor is that run, plus the graph's growth from 1 to 30 days, over that run.
 * ``worker_start`` and ``process`` (target 2, fixed cost): a fresh interpreter importing Dagster
   and Ray alone, or the code location, then exiting; a new driver starting a private Ray, or
   connecting to a persistent Ray of this benchmark's own, and waiting for its first worker (Ray
@@ -257,10 +257,10 @@ def real_one_day(repeats: int) -> float:
 
 
 def idle_tree(settle_seconds: float = 2.0) -> dict:
-    """Seconds for a new private Ray to have its first warm worker and one per CPU, and the memory of that Ray
-    and this driver once every worker is warm and Ray Data's actors are up. The driver has the
-    code location imported (``benchmarks.backfill`` imports ``etl_assets.definitions``), as a
-    run's driver has, and the benchmarks' own modules (a few MiB)."""
+    """Seconds for a new private Ray to have its first warm worker and one per CPU, and the
+    memory of that Ray and this driver once every worker is warm and Ray Data's actors are up. The
+    driver has the code location imported (``benchmarks.backfill`` imports
+    ``etl_assets.definitions``), as a run's driver has, and the benchmarks' own modules (a few MiB)."""
     start = time.perf_counter()
     pending = [_warm_worker.remote() for _ in range(cluster_cpus())]
     ray.wait(pending, num_returns=1)
