@@ -44,7 +44,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -58,7 +58,7 @@ import yaml
 from benchmarks import backfill
 from benchmarks.machine import machine
 from benchmarks.private_ray import private_ray
-from benchmarks.rss import Peak, process_name, tree_memory
+from benchmarks.rss import Peak, rss_by_name, tree_memory
 from benchmarks.samples import DAY, HERE, sample
 from etl_assets import ray_cluster
 from etl_assets.ray_steps import cluster_cpus
@@ -270,12 +270,7 @@ def idle_tree(settle_seconds: float = 2.0) -> dict:
     ray.data.range(cluster_cpus(), override_num_blocks=cluster_cpus()).map_batches(lambda b: b).materialize()
     time.sleep(settle_seconds)  # workers done with their task, Ray Data's executor shut down
     rss, pss, per_pid = tree_memory(psutil.Process(), with_pss=True)
-    names: dict[str, int] = {}
-    for pid, size in per_pid.items():
-        with suppress(psutil.Error):
-            name = process_name(psutil.Process(pid))
-            names[name] = names.get(name, 0) + size
-    peak = Peak(bytes=rss, pss_bytes=pss, breakdown=names)
+    peak = Peak(bytes=rss, pss_bytes=pss, breakdown=rss_by_name(per_pid))
     return {
         "first_worker_warm_seconds": round(first, 3),
         "all_workers_warm_seconds": round(warm, 3),

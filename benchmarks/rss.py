@@ -31,6 +31,16 @@ def process_name(proc: psutil.Process) -> str:
     return "?"
 
 
+def rss_by_name(per_pid: dict[int, int]) -> dict[str, int]:
+    """RSS per pid summed per process name (processes gone since are left out)."""
+    names: dict[str, int] = {}
+    for pid, size in per_pid.items():
+        with suppress(psutil.Error):
+            name = process_name(psutil.Process(pid))
+            names[name] = names.get(name, 0) + size
+    return names
+
+
 def tree_memory(
     root: psutil.Process, with_pss: bool = True, skip: int | None = None
 ) -> tuple[int, int, dict[int, int]]:
@@ -82,12 +92,7 @@ def sample_until_stopped(
         rss, pss, per_pid = tree_memory(root, with_pss, skip=me)
         if rss > peak.bytes:
             # Names only for a new peak: reading every command line each time cost more than the rest.
-            names: dict[str, int] = {}
-            for child, size in per_pid.items():
-                with suppress(psutil.Error):
-                    name = process_name(psutil.Process(child))
-                    names[name] = names.get(name, 0) + size
-            peak.bytes, peak.breakdown = rss, names
+            peak.bytes, peak.breakdown = rss, rss_by_name(per_pid)
         peak.pss_bytes = max(peak.pss_bytes, pss)
         started.set()
         if stopping:
