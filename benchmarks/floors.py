@@ -257,23 +257,16 @@ def real_one_day(repeats: int) -> float:
 
 
 def idle_tree(settle_seconds: float = 2.0) -> dict:
-    """Seconds for a new private Ray to have its first warm worker and one per CPU, and the
-    memory of that Ray and this driver once every worker is warm and Ray Data's actors are up. The
-    driver has the code location imported (``benchmarks.backfill`` imports
-    ``etl_assets.definitions``), as a run's driver has, and the benchmarks' own modules (a few MiB)."""
-    start = time.perf_counter()
-    pending = [_warm_worker.remote() for _ in range(cluster_cpus())]
-    ray.wait(pending, num_returns=1)
-    first = time.perf_counter() - start
-    ray.get(pending)
-    warm = time.perf_counter() - start
+    """The memory of the running private Ray and this driver once every worker is warm and Ray
+    Data's actors are up. The driver has the code location imported (``benchmarks.backfill``
+    imports ``etl_assets.definitions``), as a run's driver has, and the benchmarks' own modules (a
+    few MiB). (How long the warm-up takes is the private drivers' business, in ``worker_start``.)"""
+    ray.get([_warm_worker.remote() for _ in range(cluster_cpus())])
     ray.data.range(cluster_cpus(), override_num_blocks=cluster_cpus()).map_batches(lambda b: b).materialize()
     time.sleep(settle_seconds)  # workers done with their task, Ray Data's executor shut down
     rss, pss, per_pid = tree_memory(psutil.Process(), with_pss=True)
     peak = Peak(bytes=rss, pss_bytes=pss, breakdown=rss_by_name(per_pid))
     return {
-        "first_worker_warm_seconds": round(first, 3),
-        "all_workers_warm_seconds": round(warm, 3),
         "rss_mib": peak.mib,
         "pss_mib": peak.pss_mib,
         "rss_mib_by_process": peak.breakdown_mib(),
