@@ -273,12 +273,15 @@ def idle_tree(settle_seconds: float = 2.0) -> dict:
     }
 
 
-# A new driver, on a persistent Ray (``RAY_ADDRESS``) or starting a private one as ``RayResource``
-# does: how long to connect or start, and until its first worker has done a task (and all of
-# them), a task that does nothing or the platform's warm-up task importing its modules.
+# A new driver, on a persistent Ray (``RAY_ADDRESS``) or starting a private one as the other
+# benchmarks do (``private_ray``): how long to connect or start, and until its first worker has
+# done a task (and all of them), a task that does nothing or the platform's warm-up task
+# importing its modules.
 WORKER_START = """
-import json, os, shutil, sys, tempfile, time
+import json, os, sys, time
+from contextlib import contextmanager
 import ray
+from benchmarks.private_ray import private_ray
 from etl_assets.ray_steps import cluster_cpus
 from etl_assets.resources import _warm_worker
 
@@ -286,27 +289,28 @@ from etl_assets.resources import _warm_worker
 def nothing():
     pass
 
+@contextmanager
+def persistent_ray():
+    start = time.perf_counter()
+    ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
+    try:
+        yield time.perf_counter() - start
+    finally:
+        ray.shutdown()
+
 kind, where = sys.argv[1], sys.argv[2]
 task = nothing if kind == "bare" else _warm_worker
-temp_dir = tempfile.mkdtemp(prefix="etl_floor_ray_", dir="/tmp")
-start = time.perf_counter()
-if where == "private":
-    ray.init(address="local", include_dashboard=False, log_to_driver=False, _temp_dir=temp_dir,
-             object_store_memory=512 * 2**20)
-else:
-    ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
-connected = time.perf_counter()
-pending = [task.remote() for _ in range(cluster_cpus())]
-ray.wait(pending, num_returns=1)
-first = time.perf_counter()
-ray.get(pending)
-done = time.perf_counter()
-ray.shutdown()
-shutil.rmtree(temp_dir, ignore_errors=True)
+with private_ray(512) if where == "private" else persistent_ray() as connect:
+    started = time.perf_counter()
+    pending = [task.remote() for _ in range(cluster_cpus())]
+    ray.wait(pending, num_returns=1)
+    first = time.perf_counter()
+    ray.get(pending)
+    done = time.perf_counter()
 print(json.dumps({
-    "connect_seconds": connected - start,
-    "first_worker_seconds": first - connected,
-    "all_workers_seconds": done - connected,
+    "connect_seconds": connect,
+    "first_worker_seconds": first - started,
+    "all_workers_seconds": done - started,
 }))
 """
 
