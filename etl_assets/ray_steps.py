@@ -111,7 +111,7 @@ def exchange(
                 parts[bucket].append(ref)
     bucket_parts = [ray.put(refs) for refs in parts]
     items = [pa.table({"bucket": pa.array([b], pa.int64())}) for b in range(buckets)]
-    return ray.data.from_arrow(items).map_batches(
+    return from_tables(items).map_batches(
         partial(_gather, bucket_parts=bucket_parts, reduce=reduce), batch_format="pyarrow", batch_size=1
     )
 
@@ -135,6 +135,17 @@ def _ignoring_bucket(rows: pa.Table, bucket: int, fn: Callable[[pa.Table], pa.Ta
 def ignore_bucket(fn: Callable[[pa.Table], pa.Table]) -> Callable[[pa.Table, int], pa.Table]:
     """A reduce for ``exchange`` that runs ``fn`` on a bucket's rows, whichever bucket it is."""
     return partial(_ignoring_bucket, fn=fn)
+
+
+def from_tables(tables: pa.Table | list[pa.Table]) -> ray.data.Dataset:
+    """A Dataset of driver-built Arrow tables, one block each.
+
+    ``ray.data.from_arrow`` asks a Ray task for each table's metadata and waits for the answer
+    before the Dataset exists: about 65 ms here with idle workers, and as long as it takes a CPU to
+    come free when the workers are busy or still warming up. ``from_blocks`` (a Ray developer API)
+    takes the metadata in the driver, where the tables already are: about 7 ms.
+    """
+    return ray.data.from_blocks(tables if isinstance(tables, list) else [tables])
 
 
 def map_blocks(ds: ray.data.Dataset, fn: Callable[[pa.Table], pa.Table]) -> ray.data.Dataset:

@@ -11,7 +11,7 @@ import ray.data
 from ray.data._internal.execution.resource_manager import ResourceManager
 
 from etl_assets import resources
-from etl_assets.ray_steps import bucketed, exchange, map_blocks
+from etl_assets.ray_steps import bucketed, exchange, from_tables, map_blocks
 from etl_assets.resources import RayResource
 from etl_assets.transforms.common import hash_buckets
 
@@ -91,3 +91,18 @@ def test_an_exchange_gathers_every_row_of_each_key_in_one_bucket(buckets):
     assert sorted(r["k"] for r in seen) == list(range(40))
     bucket_of = {r["k"]: r["bucket"] for r in seen}
     assert bucket_of == {k: int(hash_buckets(pa.array([k], pa.int64()), buckets)[0]) for k in range(40)}
+
+
+def test_a_dataset_of_driver_tables_keeps_each_table_as_a_block_with_its_rows_and_types():
+    tables = [
+        pa.table({"files": pa.array([["a.parquet", "b.parquet"]], pa.list_(pa.string())), "n": [1]}),
+        pa.table({"files": pa.array([[], ["c.parquet"]], pa.list_(pa.string())), "n": [2, 3]}),
+    ]
+    ds = from_tables(tables)
+    assert ds.num_blocks() == 2
+    assert ds.schema().base_schema == tables[0].schema
+    assert [ray.get(ref) for ref in ds.to_arrow_refs()] == tables
+    # One table is one block too, and an empty one keeps its schema (an empty window's read).
+    empty = from_tables(tables[0].schema.empty_table())
+    assert empty.count() == 0
+    assert empty.schema().base_schema == tables[0].schema

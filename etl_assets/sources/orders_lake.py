@@ -27,6 +27,7 @@ from etl_assets.ray_steps import (
     BUCKET_ROWS,
     cluster_cpus,
     exchange,
+    from_tables,
     ignore_bucket,
     per_task_rows,
     sorted_into_buckets,
@@ -211,14 +212,14 @@ def _whole_days(days: Sequence[LakeDay], transform: DayTransform) -> ray.data.Da
         )
         for group in _day_groups(days)
     ]
-    return ray.data.from_arrow(groups).map_batches(
+    return from_tables(groups).map_batches(
         partial(_read_days, transform=transform), batch_format="pyarrow", batch_size=None
     )
 
 
 def _exchanged_day(day: LakeDay, buckets: int, transform: DayTransform) -> ray.data.Dataset:
     table = pa.Table.from_pylist(_pieces(day, buckets), schema=PIECES)
-    tagged = ray.data.from_arrow([table.slice(i, 1) for i in range(table.num_rows)]).map_batches(
+    tagged = from_tables([table.slice(i, 1) for i in range(table.num_rows)]).map_batches(
         _split_pieces, batch_format="pyarrow", batch_size=1
     )
     return exchange(tagged, buckets, ignore_bucket(transform))

@@ -29,7 +29,7 @@ from etl_assets import storage
 from etl_assets.contracts import TableContract
 from etl_assets.contracts.drift import schema_drift
 from etl_assets.contracts.validation import ContractViolation, SchemaMismatch, enforce, repeated
-from etl_assets.ray_steps import per_task_rows
+from etl_assets.ray_steps import from_tables, per_task_rows
 from etl_assets.sizing import runs
 from etl_assets.warehouse.base import (
     PartitionValue,
@@ -328,7 +328,7 @@ class DeltaWarehouse(Warehouse):
             partition = actions.column(f"partition.{column}").cast(pa.string())
             actions = actions.filter(pc.is_in(partition, value_set=wanted))
         if actions.num_rows == 0:
-            return ray.data.from_arrow(schema.empty_table())
+            return from_tables(schema.empty_table())
         # One Ray task per group of files of about READ_ROWS rows, each read whole with pyarrow:
         # several times faster than Ray's Parquet datasource on a few large files, and the
         # partition value comes from the Delta log instead of being parsed from paths.
@@ -347,7 +347,7 @@ class DeltaWarehouse(Warehouse):
             )
             for run in runs(counts, target)
         ]
-        return ray.data.from_arrow(groups).map_batches(
+        return from_tables(groups).map_batches(
             partial(_read_files, schema=schema, partition_column=column if column in columns else None),
             batch_format="pyarrow",
             batch_size=None,

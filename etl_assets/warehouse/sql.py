@@ -25,6 +25,7 @@ import ray.data
 from etl_assets.contracts import TableContract
 from etl_assets.contracts.drift import schema_drift
 from etl_assets.contracts.validation import SchemaMismatch
+from etl_assets.ray_steps import from_tables
 from etl_assets.warehouse.base import (
     PartitionValue,
     ReplaceResult,
@@ -482,9 +483,9 @@ class SqlWarehouse(Warehouse):
             )
         queries = [self._select(table, columns, where) for where in self._shards(table, partitions)]
         if not queries:
-            return ray.data.from_arrow(schema.empty_table())
+            return from_tables(schema.empty_table())
         items = pa.table({"sql": queries})
-        return ray.data.from_arrow([items.slice(i, 1) for i in range(items.num_rows)]).map_batches(
+        return from_tables([items.slice(i, 1) for i in range(items.num_rows)]).map_batches(
             partial(_run_read, runner=self.query_runner(), schema=schema),
             batch_format="pyarrow",
             batch_size=1,
