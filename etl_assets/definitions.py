@@ -17,7 +17,10 @@ from etl_assets.automation import (
     transactions_schedule,
 )
 from etl_assets.checks.rules import CHECKS
+from etl_assets.quick_exit import skip_final_collection
 from etl_assets.resources import RayResource, SourcesResource, warehouse_from_env
+
+skip_final_collection()
 
 defs = dg.Definitions(
     assets=[
