@@ -93,7 +93,12 @@ def test_an_exchange_gathers_every_row_of_each_key_in_one_bucket(buckets):
     assert bucket_of == {k: int(hash_buckets(pa.array([k], pa.int64()), buckets)[0]) for k in range(40)}
 
 
-def test_a_dataset_of_driver_tables_keeps_each_table_as_a_block_with_its_rows_and_types():
+def test_a_dataset_of_driver_tables_keeps_each_table_as_a_block_with_its_rows_and_types(monkeypatch):
+    def no_remote_task(*args, **kwargs):
+        raise AssertionError("a Dataset of the driver's tables waited for a Ray task")
+
+    # ray.data.from_arrow asks a task for each table's metadata through this; from_tables must not.
+    monkeypatch.setattr(ray.data.read_api, "cached_remote_fn", no_remote_task)
     tables = [
         pa.table({"files": pa.array([["a.parquet", "b.parquet"]], pa.list_(pa.string())), "n": [1]}),
         pa.table({"files": pa.array([[], ["c.parquet"]], pa.list_(pa.string())), "n": [2, 3]}),
@@ -104,5 +109,6 @@ def test_a_dataset_of_driver_tables_keeps_each_table_as_a_block_with_its_rows_an
     assert [ray.get(ref) for ref in ds.to_arrow_refs()] == tables
     # One table is one block too, and an empty one keeps its schema (an empty window's read).
     empty = from_tables(tables[0].schema.empty_table())
+    assert empty.num_blocks() == 1
     assert empty.count() == 0
     assert empty.schema().base_schema == tables[0].schema
