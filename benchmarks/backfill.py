@@ -95,16 +95,22 @@ def split(instance: dg.DagsterInstance, run_id: str) -> dict:
     return out
 
 
+def range_tags(first_day: int, last_day: int) -> dict[str, str]:
+    """Run tags of a single run over the days ``first_day`` to ``last_day`` from ``DAY``, as a
+    backfill launches it."""
+    return {
+        "dagster/asset_partition_range_start": (DAY + timedelta(days=first_day)).isoformat(),
+        "dagster/asset_partition_range_end": (DAY + timedelta(days=last_day)).isoformat(),
+    }
+
+
 def run(root: Path, warehouse: Path, first_day: int, last_day: int) -> dict:
     instance = dg.DagsterInstance.ephemeral()
     result = dg.materialize(
         ASSETS + ASSET_CHECKS,
         resources=platform_resources(root, warehouse),
         instance=instance,
-        tags={
-            "dagster/asset_partition_range_start": (DAY + timedelta(days=first_day)).isoformat(),
-            "dagster/asset_partition_range_end": (DAY + timedelta(days=last_day)).isoformat(),
-        },
+        tags=range_tags(first_day, last_day),
     )
     if not result.success:
         raise RuntimeError("the platform's run failed")

@@ -46,7 +46,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -59,7 +58,7 @@ from benchmarks import backfill
 from benchmarks.machine import machine
 from benchmarks.private_ray import private_ray
 from benchmarks.rss import Peak, rss_by_name, tree_memory
-from benchmarks.samples import DAY, HERE, sample
+from benchmarks.samples import HERE, sample
 from etl_assets import ray_cluster
 from etl_assets.ray_steps import cluster_cpus
 from etl_assets.resources import _warm_worker
@@ -116,14 +115,6 @@ def reporting_graph(with_checks: bool = True) -> list:
     reporting bodies, or its assets alone."""
     assets = [_reporting_asset(a) for a in backfill.ASSETS]
     return assets + ([_reporting_check(c) for c in backfill.ASSET_CHECKS] if with_checks else [])
-
-
-def _range_tags(days: int) -> dict[str, str]:
-    """Run tags of a single run over ``days`` days from ``DAY``, as a backfill launches it."""
-    return {
-        "dagster/asset_partition_range_start": DAY.isoformat(),
-        "dagster/asset_partition_range_end": (DAY + timedelta(days=days - 1)).isoformat(),
-    }
 
 
 # Dagster's settings that change which events a run writes, each pinned by a variant so an
@@ -199,7 +190,7 @@ def _run_graph(graph: list, variant: Variant, days: int, postgres_url: str | Non
         try:
             with _dagster_settings(variant):
                 start = time.perf_counter()
-                result = dg.materialize(graph, instance=instance, tags=_range_tags(days))
+                result = dg.materialize(graph, instance=instance, tags=backfill.range_tags(0, days - 1))
                 wall = time.perf_counter() - start
             if not result.success:
                 raise RuntimeError(f"the reporting graph's {days}-day run failed on {variant.name}")
