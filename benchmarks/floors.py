@@ -57,7 +57,7 @@ import yaml
 from benchmarks import backfill
 from benchmarks.machine import machine
 from benchmarks.private_ray import private_ray
-from benchmarks.rss import Peak, rss_by_name, tree_memory
+from benchmarks.rss import Peak, by_name, tree_memory
 from benchmarks.samples import HERE, sample
 from etl_assets import ray_cluster
 from etl_assets.ray_steps import cluster_cpus
@@ -256,11 +256,13 @@ def idle_tree(settle_seconds: float = 2.0) -> dict:
     ray.data.range(cluster_cpus(), override_num_blocks=cluster_cpus()).map_batches(lambda b: b).materialize()
     time.sleep(settle_seconds)  # workers done with their task, Ray Data's executor shut down
     rss, pss, per_pid = tree_memory(psutil.Process(), with_pss=True)
-    peak = Peak(bytes=rss, pss_bytes=pss, breakdown=rss_by_name(per_pid))
+    sizes, processes = by_name(per_pid)
+    peak = Peak(bytes=rss, pss_bytes=pss, breakdown=sizes, processes=processes)
     return {
         "rss_mib": peak.mib,
         "pss_mib": peak.pss_mib,
         "rss_mib_by_process": peak.breakdown_mib(),
+        "processes": processes,
     }
 
 

@@ -31,14 +31,17 @@ def process_name(proc: psutil.Process) -> str:
     return "?"
 
 
-def rss_by_name(per_pid: dict[int, int]) -> dict[str, int]:
-    """RSS per pid summed per process name (processes gone since are left out)."""
+def by_name(per_pid: dict[int, int]) -> tuple[dict[str, int], dict[str, int]]:
+    """RSS per pid summed per process name, and how many processes have each name (processes gone
+    since are left out): several idle workers share one name."""
     names: dict[str, int] = {}
+    counts: dict[str, int] = {}
     for pid, size in per_pid.items():
         with suppress(psutil.Error):
             name = process_name(psutil.Process(pid))
             names[name] = names.get(name, 0) + size
-    return names
+            counts[name] = counts.get(name, 0) + 1
+    return names, counts
 
 
 def tree_memory(
@@ -65,8 +68,9 @@ def tree_memory(
 class Peak:
     bytes: int = 0
     pss_bytes: int = 0
-    # RSS per process name at the moment of the RSS peak.
+    # RSS per process name at the moment of the RSS peak, and the number of processes of each name.
     breakdown: dict[str, int] = field(default_factory=dict)
+    processes: dict[str, int] = field(default_factory=dict)
 
     @property
     def mib(self) -> float:
@@ -92,7 +96,8 @@ def sample_until_stopped(
         rss, pss, per_pid = tree_memory(root, with_pss, skip=me)
         if rss > peak.bytes:
             # Names only for a new peak: reading every command line each time cost more than the rest.
-            peak.bytes, peak.breakdown = rss, rss_by_name(per_pid)
+            peak.bytes = rss
+            peak.breakdown, peak.processes = by_name(per_pid)
         peak.pss_bytes = max(peak.pss_bytes, pss)
         started.set()
         if stopping:
@@ -132,7 +137,8 @@ def peak_rss(interval: float = 0.05, with_pss: bool = False) -> Iterator[Peak]:
     if sampler.returncode:
         raise RuntimeError(f"the memory sampler failed: {err[-2000:]}")
     found = json.loads(out)
-    peak.bytes, peak.pss_bytes, peak.breakdown = found["bytes"], found["pss_bytes"], found["breakdown"]
+    peak.bytes, peak.pss_bytes = found["bytes"], found["pss_bytes"]
+    peak.breakdown, peak.processes = found["breakdown"], found["processes"]
 
 
 def main() -> None:
