@@ -14,6 +14,7 @@ session of its own; stopping it signals that session only, never other Rays on t
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import secrets
 import shutil
@@ -75,7 +76,19 @@ def client_env() -> dict[str, str]:
     }
 
 
-def up(num_cpus: int | None, object_store_mb: int) -> dict[str, str]:
+def spill_settings(spill_workers: int | None) -> dict[str, int]:
+    """Ray's system settings for at most ``spill_workers`` processes spilling objects to disk and as
+    many restoring them (Ray's ``max_io_workers``; none given keeps Ray's default of 4 of each).
+
+    Each of those processes maps the object store and counts it in its own memory; on a small
+    machine one of each keeps up with the disk. Ray takes them as ``ray.init(_system_config=...)``
+    or ``ray start --system-config``, its only ways in besides a ``RAY_max_io_workers`` variable
+    that every process of the driver's would inherit.
+    """
+    return {"max_io_workers": spill_workers} if spill_workers else {}
+
+
+def up(num_cpus: int | None, object_store_mb: int, spill_workers: int | None = None) -> dict[str, str]:
     if running_pid() is not None:
         return client_env()
     STATE.mkdir(parents=True, exist_ok=True)
@@ -101,6 +114,8 @@ def up(num_cpus: int | None, object_store_mb: int) -> dict[str, str]:
     ]
     if num_cpus:
         command.append(f"--num-cpus={num_cpus}")
+    if spill_workers:
+        command.append(f"--system-config={json.dumps(spill_settings(spill_workers))}")
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token.resolve())}
     with open(STATE / "head.log", "w") as log:
         head = subprocess.Popen(
@@ -143,9 +158,10 @@ def main() -> None:
     parser.add_argument("action", choices=["up", "down"])
     parser.add_argument("--num-cpus", type=int, default=None)
     parser.add_argument("--object-store-mb", type=int, default=1024)
+    parser.add_argument("--spill-workers", type=int, default=None)
     args = parser.parse_args()
     if args.action == "up":
-        for name, value in up(args.num_cpus, args.object_store_mb).items():
+        for name, value in up(args.num_cpus, args.object_store_mb, args.spill_workers).items():
             print(f"export {name}={value}")
     else:
         down()

@@ -18,6 +18,7 @@ from ray.data import DataContext, ExecutionResources
 from ray.data._internal.execution.resource_manager import ResourceManager
 
 from etl_assets import storage
+from etl_assets.ray_cluster import spill_settings
 from etl_assets.ray_steps import cluster_cpus
 from etl_assets.settings import load_settings
 from etl_assets.warehouse.base import Warehouse
@@ -99,6 +100,11 @@ class RayResource(dg.ConfigurableResource):
     )
     num_cpus: int | None = Field(default=None, description="CPUs of the local Ray (default: all).")
     object_store_memory_mb: int = Field(default=1024, description="Object store cap of the local Ray.")
+    spill_workers: int | None = Field(
+        default=None,
+        description="Most processes the local Ray runs to spill objects to disk, and as many to "
+        "restore them (Ray's max_io_workers; unset: Ray's default, 4). Each maps the object store.",
+    )
     temp_dir: str = Field(default_factory=_default_temp_dir, description="Temp dir of the local Ray.")
     data_cpu_limit: float | None = Field(default=None, description="CPUs one Ray Data job may use.")
     data_object_store_limit_mb: int | None = Field(
@@ -127,6 +133,7 @@ class RayResource(dg.ConfigurableResource):
                 include_dashboard=False,
                 log_to_driver=False,
                 configure_logging=False,
+                _system_config=spill_settings(self.spill_workers) or None,
             )
             self._opened = "private"
         self._configure_data_context()

@@ -12,7 +12,8 @@ from etl_assets import ray_cluster
 
 def test_a_run_connects_to_the_persistent_ray_and_down_stops_it(tmp_path, monkeypatch):
     monkeypatch.setattr(ray_cluster, "STATE", tmp_path / "ray")
-    env = ray_cluster.up(num_cpus=1, object_store_mb=128)
+    # One spill worker: `ray start` takes the system setting (RayResource's test sees it work).
+    env = ray_cluster.up(num_cpus=1, object_store_mb=128, spill_workers=1)
     try:
         pid = ray_cluster.running_pid()
         assert pid is not None
@@ -39,6 +40,8 @@ def test_a_run_connects_to_the_persistent_ray_and_down_stops_it(tmp_path, monkey
         assert done.stdout.strip().endswith("42"), done.stderr[-2000:]
         assert "connected after the run: False" in done.stdout
         assert ray_cluster.running_pid() == pid
+        head = psutil.Process(pid).cmdline()
+        assert '--system-config={"max_io_workers": 1}' in head, head
         assert ray_cluster.up(num_cpus=1, object_store_mb=128) == env  # already up: the same cluster
     finally:
         ray_cluster.down()

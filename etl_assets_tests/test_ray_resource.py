@@ -1,6 +1,11 @@
 """What `RayResource` sets up for the assets' Ray Data jobs, and the exchange they share."""
 
+import json
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
 
 import dagster as dg
@@ -112,3 +117,27 @@ def test_a_dataset_of_driver_tables_keeps_each_table_as_a_block_with_its_rows_an
     assert empty.num_blocks() == 1
     assert empty.count() == 0
     assert empty.schema().base_schema == tables[0].schema
+
+
+def test_a_private_ray_runs_only_as_many_spill_and_restore_processes_as_set():
+    """Each process Ray starts to spill objects to disk or restore them maps the whole object store.
+    In a fresh process (the tests' own Ray is shared), a private Ray spills and restores three
+    times its store: left to Ray's default it starts several of each (the control: without it the
+    assertion below could not fail), with ``spill_workers=1`` exactly one of each."""
+    temp_dir = tempfile.mkdtemp(prefix="etl_spill_", dir="/tmp")  # Ray's socket paths must stay short
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "etl_assets_tests.spill_probe", temp_dir],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    default, one = (json.loads(line) for line in done.stdout.splitlines() if line.startswith("{"))
+    assert default["spill_workers"] is None and one["spill_workers"] == 1
+    assert default["started"]["SpillWorker"] + default["started"]["RestoreWorker"] > 2, default
+    assert one["started"] == {"SpillWorker": 1, "RestoreWorker": 1}, one
