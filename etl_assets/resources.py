@@ -49,21 +49,29 @@ def _warm_worker() -> None:
     import etl_assets.warehouse.delta  # noqa: F401
 
 
-def _stop_autoscaler_monitor() -> None:
-    """Kill the private Ray's autoscaler monitor before ``ray.shutdown``.
+# Helper processes of a private Ray that a run has no use for.
+IDLE_HELPERS = (ray_constants.PROCESS_TYPE_MONITOR, ray_constants.PROCESS_TYPE_LOG_MONITOR)
 
-    ``ray.shutdown`` sends each process SIGTERM and waits up to a second for it; the monitor does
-    not exit in that second (its handler tries to reach the GCS, stopped just before), so every run
-    with a private Ray paid one second for it before Ray killed it anyway. A one-machine Ray has
-    nothing to autoscale, and ``ray.init`` has no switch to leave the monitor out (``ray start
-    --no-monitor`` has). Ray keeps its processes on the private ``_global_node``; ray is pinned
-    to 2.60, and should a later Ray move them, this stops nothing and shutdown is a second slower.
+
+def stop_idle_helpers() -> None:
+    """Kill the private Ray's autoscaler monitor and log monitor as soon as it has started.
+
+    A one-machine Ray has nothing to autoscale, and the log monitor only forwards the workers'
+    output to drivers that asked for it (``log_to_driver``, which this resource turns off: the
+    workers still write their logs to the session's files). Each is a Python process of about
+    90 MiB for the whole run. The monitor also cost every run a second at ``ray.shutdown``, which
+    waits that long for it after SIGTERM (its handler tries to reach the GCS, stopped just before).
+    ``ray.init`` has no switch to leave them out (``ray start --no-monitor`` has, for one of
+    them). Ray keeps its processes on the private ``_global_node``; ray is pinned to 2.60, and
+    should a later Ray move them, this stops nothing and a run holds them again.
     """
     node = getattr(ray._private.worker, "_global_node", None)
-    for info in getattr(node, "all_processes", {}).get(ray_constants.PROCESS_TYPE_MONITOR, []):
-        with suppress(OSError, subprocess.TimeoutExpired):
-            info.process.kill()
-            info.process.wait(timeout=5)
+    processes = getattr(node, "all_processes", {})
+    for kind in IDLE_HELPERS:
+        for info in processes.get(kind, []):
+            with suppress(OSError, subprocess.TimeoutExpired):
+                info.process.kill()
+                info.process.wait(timeout=5)
 
 
 # How often a Dataset execution asks again which resources it may use (Ray's default: 1 s).
@@ -136,6 +144,7 @@ class RayResource(dg.ConfigurableResource):
                 _system_config=spill_settings(self.spill_workers) or None,
             )
             self._opened = "private"
+            stop_idle_helpers()
         self._configure_data_context()
         self._prestart_workers()
         how = "started a private local Ray" if self._opened == "private" else "connected to Ray"
@@ -175,8 +184,6 @@ class RayResource(dg.ConfigurableResource):
         # Disconnecting here rather than leaving it to Ray's exit hook saves a run half a second:
         # that hook sleeps 0.5 s first. A cluster this resource only connected to keeps running.
         if self._opened and ray.is_initialized():
-            if self._opened == "private":
-                _stop_autoscaler_monitor()
             ray.shutdown()
         self._opened = None
 

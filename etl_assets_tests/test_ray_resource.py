@@ -119,16 +119,15 @@ def test_a_dataset_of_driver_tables_keeps_each_table_as_a_block_with_its_rows_an
     assert empty.schema().base_schema == tables[0].schema
 
 
-def test_a_private_ray_runs_only_as_many_spill_and_restore_processes_as_set():
-    """Each process Ray starts to spill objects to disk or restore them maps the whole object store.
-    In a fresh process (the tests' own Ray is shared), a private Ray spills and restores three
-    times its store: left to Ray's default it starts several of each (the control: without it the
-    assertion below could not fail), with ``spill_workers=1`` exactly one of each."""
-    temp_dir = tempfile.mkdtemp(prefix="etl_spill_", dir="/tmp")  # Ray's socket paths must stay short
+@pytest.fixture(scope="module")
+def private_ray_runs() -> tuple[dict, dict]:
+    """Two runs in a fresh process (the tests' own Ray is shared), each with a private Ray of its
+    own (``private_ray_probe``): Ray's default spill workers, then ``spill_workers=1``."""
+    temp_dir = tempfile.mkdtemp(prefix="etl_probe_", dir="/tmp")  # Ray's socket paths must stay short
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "etl_assets_tests.spill_probe", temp_dir],
+            [sys.executable, "-m", "etl_assets_tests.private_ray_probe", temp_dir],
             env=env,
             capture_output=True,
             text=True,
@@ -139,5 +138,22 @@ def test_a_private_ray_runs_only_as_many_spill_and_restore_processes_as_set():
     assert done.returncode == 0, done.stderr[-3000:]
     default, one = (json.loads(line) for line in done.stdout.splitlines() if line.startswith("{"))
     assert default["spill_workers"] is None and one["spill_workers"] == 1
-    assert default["started"]["SpillWorker"] + default["started"]["RestoreWorker"] > 2, default
-    assert one["started"] == {"SpillWorker": 1, "RestoreWorker": 1}, one
+    return default, one
+
+
+def test_a_private_ray_runs_only_as_many_spill_and_restore_processes_as_set(private_ray_runs):
+    """Each process Ray starts to spill objects to disk or restore them maps the whole object store.
+    The private Ray spills and restores three times its store: left to Ray's default it starts
+    several of each (the control: without it the assertion below could not fail), with
+    ``spill_workers=1`` exactly one of each."""
+    default, one = private_ray_runs
+    assert default["io_workers"]["SpillWorker"] + default["io_workers"]["RestoreWorker"] > 2, default
+    assert one["io_workers"] == {"SpillWorker": 1, "RestoreWorker": 1}, one
+
+
+def test_a_private_ray_runs_without_the_helpers_a_run_has_no_use_for(private_ray_runs):
+    """The autoscaler monitor and the log monitor are stopped once Ray has started (about 90 MiB
+    each); the API server (``dashboard.py``, minimal without the dashboard) keeps running, which
+    shows the probe sees Ray's helper scripts at all."""
+    for run in private_ray_runs:
+        assert run["helpers"] == ["dashboard/dashboard.py"], run
