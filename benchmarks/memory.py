@@ -3,7 +3,8 @@
     python -m benchmarks.memory --orders 1000000 10000000 100000000
 
 Runs orders -> customer_orders -> daily_customer_metrics through ``dagster.materialize`` on a
-private Ray whose object store is capped (``--object-store-mb``; it spills to disk beyond), with
+private Ray whose object store is capped (``--object-store-mb``; it spills to disk beyond, with
+``--spill-workers`` processes spilling and as many restoring: ``RayResource.spill_workers``), with
 the `customers` dimension built beforehand. Peak RSS is sampled every 50 ms and summed over every
 process of the run: the driver, the raylet, the GCS, every Ray worker (the object store's shared
 pages count in the RSS of each process that maps them, so the sum overstates, never understates);
@@ -64,7 +65,10 @@ def big_sample(root: Path, orders: int) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--orders", type=int, nargs="+", default=[1_000_000, 10_000_000, 100_000_000])
-    parser.add_argument("--object-store-mb", type=int, default=512)
+    # Every process that touches the object store counts the pages it touched in its RSS, so the
+    # cap and the number of spill and restore processes weigh on the sum several times over.
+    parser.add_argument("--object-store-mb", type=int, default=128)
+    parser.add_argument("--spill-workers", type=int, default=1)
     parser.add_argument("--work", type=Path, default=HERE / "work")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "memory.json")
     args = parser.parse_args()
@@ -73,7 +77,7 @@ def main() -> None:
         root = big_sample(args.work / f"memory_{orders}", orders)
         rows_in = sum(pq.read_metadata(f).num_rows for f in lake_files(root / "sources", DAY))
         warehouse = args.work / f"memory_{orders}" / "warehouse"
-        with private_ray(object_store_mb=args.object_store_mb):
+        with private_ray(object_store_mb=args.object_store_mb, spill_workers=args.spill_workers):
             run_platform(root, warehouse, DIMENSION)
             steps: dict = {}
             with peak_rss(with_pss=True) as peak:
@@ -88,6 +92,7 @@ def main() -> None:
             "peak_rss_mib": peak.mib,
             "peak_pss_mib": peak.pss_mib,
             "rss_mib_by_process_at_peak": peak.breakdown_mib(),
+            "processes_at_peak": peak.processes,
             "step_seconds": steps,
         }
         print(json.dumps(size), flush=True)
@@ -97,6 +102,7 @@ def main() -> None:
         "target": "a day of 100M orders under 2 GiB peak RSS summed over the run's processes",
         "machine": machine(),
         "object_store_mb": args.object_store_mb,
+        "spill_workers": args.spill_workers,
         "sizes": sizes,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

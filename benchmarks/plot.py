@@ -29,7 +29,10 @@ def series() -> dict[str, list[tuple[int, float]]]:
     memory = RESULTS / "memory.json"
     if memory.exists():
         capped = json.loads(memory.read_text())
-        label = f"etl_assets, object store capped at {capped['object_store_mb']} MiB"
+        spill = capped.get("spill_workers")
+        label = f"etl_assets, object store capped at {capped['object_store_mb']} MiB" + (
+            f", {spill} spill worker{'s' if spill > 1 else ''} (one run per size)" if spill else ""
+        )
         lines[label] = [(s["lake_rows"], s["rows_per_second"]) for s in capped["sizes"]]
     return lines
 

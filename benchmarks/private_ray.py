@@ -10,12 +10,14 @@ from contextlib import contextmanager
 
 import ray
 
-from etl_assets.resources import learn_data_limits_sooner
+from etl_assets.ray_cluster import spill_settings
+from etl_assets.resources import learn_data_limits_sooner, stop_idle_helpers
 
 
 @contextmanager
-def private_ray(object_store_mb: int = 1024) -> Iterator[float]:
-    """Start Ray with ``address="local"`` in a temp dir of its own; yields the start-up seconds."""
+def private_ray(object_store_mb: int = 1024, spill_workers: int | None = None) -> Iterator[float]:
+    """Start Ray with ``address="local"`` in a temp dir of its own, as ``RayResource`` starts its
+    private one (``spill_workers`` as its setting of that name); yields the start-up seconds."""
     temp_dir = tempfile.mkdtemp(prefix="etl_bench_ray_", dir="/tmp")
     start = time.perf_counter()
     ray.init(
@@ -24,8 +26,11 @@ def private_ray(object_store_mb: int = 1024) -> Iterator[float]:
         include_dashboard=False,
         log_to_driver=False,
         object_store_memory=object_store_mb * 2**20,
+        _system_config=spill_settings(spill_workers) or None,
     )
-    # As RayResource does, for the benchmarks that run Ray Data without it (delta_write).
+    # As RayResource does: its private Ray runs without them, and Ray Data without it (delta_write)
+    # learns its CPUs as soon.
+    stop_idle_helpers()
     learn_data_limits_sooner()
     try:
         yield time.perf_counter() - start
