@@ -160,6 +160,8 @@ def main() -> None:
     parser.add_argument("--object-store-mb", type=int, default=1024)
     parser.add_argument("--spill-workers", type=int, default=None)
     args = parser.parse_args()
+    if args.spill_workers is not None and args.spill_workers < 1:
+        parser.error("--spill-workers must be at least 1")
     if args.action == "up":
         for name, value in up(args.num_cpus, args.object_store_mb, args.spill_workers).items():
             print(f"export {name}={value}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
 import tempfile
 import time
 from contextlib import suppress
@@ -13,7 +12,6 @@ from typing import TYPE_CHECKING, Literal
 import dagster as dg
 import ray
 from pydantic import Field, PrivateAttr
-from ray._private import ray_constants
 from ray.data import DataContext, ExecutionResources
 from ray.data._internal.execution.resource_manager import ResourceManager
 
@@ -49,29 +47,24 @@ def _warm_worker() -> None:
     import etl_assets.warehouse.delta  # noqa: F401
 
 
-# Helper processes of a private Ray that a run has no use for.
-IDLE_HELPERS = (ray_constants.PROCESS_TYPE_MONITOR, ray_constants.PROCESS_TYPE_LOG_MONITOR)
-
-
 def stop_idle_helpers() -> None:
-    """Kill the private Ray's autoscaler monitor and log monitor as soon as it has started.
+    """Stop the private Ray's autoscaler monitor and log monitor as soon as it has started.
 
-    A one-machine Ray has nothing to autoscale, and the log monitor only forwards the workers'
-    output to drivers that asked for it (``log_to_driver``, which this resource turns off: the
-    workers still write their logs to the session's files). Each is a Python process of about
-    90 MiB for the whole run. The monitor also cost every run a second at ``ray.shutdown``, which
-    waits that long for it after SIGTERM (its handler tries to reach the GCS, stopped just before).
-    ``ray.init`` has no switch to leave them out (``ray start --no-monitor`` has, for one of
-    them). Ray keeps its processes on the private ``_global_node``; ray is pinned to 2.60, and
-    should a later Ray move them, this stops nothing and a run holds them again.
+    A one-machine Ray has nothing to autoscale (without the monitor, ``ray status`` has nothing to
+    show either). The log monitor publishes the workers' output for drivers started with
+    ``log_to_driver``; this resource starts its private Ray without it, and the workers still
+    write their logs to the session's files (should the resource ever turn it on, the log
+    monitor must stay). Each is a Python process of about 90 MiB for the whole run. The monitor
+    also cost every run a second at ``ray.shutdown``, which waits that long for it after SIGTERM
+    (its handler tries to reach the GCS, stopped just before). ``ray.init`` has no switch to leave
+    them out (``ray start`` has ``--no-monitor`` and ``--include-log-monitor``). Ray's own
+    ``Node`` methods kill them and forget them, on the private ``_global_node``; ray is pinned to
+    2.60, and should a later Ray drop those, this stops nothing and a run holds them again.
     """
     node = getattr(ray._private.worker, "_global_node", None)
-    processes = getattr(node, "all_processes", {})
-    for kind in IDLE_HELPERS:
-        for info in processes.get(kind, []):
-            with suppress(OSError, subprocess.TimeoutExpired):
-                info.process.kill()
-                info.process.wait(timeout=5)
+    for kill in ("kill_monitor", "kill_log_monitor"):
+        with suppress(AttributeError, OSError):
+            getattr(node, kill)(check_alive=False)
 
 
 # How often a Dataset execution asks again which resources it may use (Ray's default: 1 s).
@@ -110,6 +103,7 @@ class RayResource(dg.ConfigurableResource):
     object_store_memory_mb: int = Field(default=1024, description="Object store cap of the local Ray.")
     spill_workers: int | None = Field(
         default=None,
+        ge=1,
         description="Most processes the local Ray runs to spill objects to disk, and as many to "
         "restore them (Ray's max_io_workers; unset: Ray's default, 4). Each maps the object store.",
     )
@@ -141,7 +135,7 @@ class RayResource(dg.ConfigurableResource):
                 include_dashboard=False,
                 log_to_driver=False,
                 configure_logging=False,
-                _system_config=spill_settings(self.spill_workers) or None,
+                _system_config=spill_settings(self.spill_workers),
             )
             self._opened = "private"
             stop_idle_helpers()

@@ -9,11 +9,13 @@ processes Ray started, and which of Ray's Python helper scripts still run during
 
 import json
 import sys
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
 import psutil
 import ray
+from ray._private import ray_constants
 
 from etl_assets.resources import RayResource
 
@@ -24,7 +26,10 @@ STORE_MB = 80
 
 def io_workers() -> dict[str, int]:
     """Ray's spill and restore processes under this one (their titles say which they are)."""
-    found = {"SpillWorker": 0, "RestoreWorker": 0}
+    found = {
+        ray_constants.WORKER_PROCESS_TYPE_SPILL_WORKER_NAME: 0,
+        ray_constants.WORKER_PROCESS_TYPE_RESTORE_WORKER_NAME: 0,
+    }
     for proc in psutil.Process().children(recursive=True):
         try:
             title = proc.cmdline()[0]
@@ -36,24 +41,24 @@ def io_workers() -> dict[str, int]:
     return found
 
 
-HELPER_SCRIPTS = ("autoscaler/_private/monitor.py", "_private/log_monitor.py", "dashboard/dashboard.py")
-
-
 def helpers() -> list[str]:
-    """Which of Ray's Python helper scripts run under this process."""
+    """Which of Ray's Python helper scripts run under this process: the log monitor, an autoscaler
+    monitor (``monitor.py``, whichever autoscaler version) and the API server (``dashboard.py``)."""
     found = []
     for proc in psutil.Process().children(recursive=True):
         try:
-            line = " ".join(proc.cmdline())
+            scripts = [Path(arg).name for arg in proc.cmdline() if arg.endswith(".py")]
         except psutil.Error:
             continue
-        found += [script for script in HELPER_SCRIPTS if script in line]
+        found += [s for s in scripts if s in ("log_monitor.py", "monitor.py", "dashboard.py")]
     return sorted(found)
 
 
 @dg.asset
 def spilled(ray_cluster: RayResource) -> dict:
     # Three times what the store holds: most are spilled as they are put, then restored together.
+    # One ray.get of them all asks for every restore at once, so Ray starts as many restore
+    # processes as it may: one get per object would never need more than one.
     refs = [ray.put(np.full(OBJECT_BYTES, i, np.uint8)) for i in range(OBJECTS)]
     if [int(array[0]) for array in ray.get(refs)] != list(range(OBJECTS)):
         raise AssertionError("an object came back from the disk with other contents")

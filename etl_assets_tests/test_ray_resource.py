@@ -156,4 +156,11 @@ def test_a_private_ray_runs_without_the_helpers_a_run_has_no_use_for(private_ray
     each); the API server (``dashboard.py``, minimal without the dashboard) keeps running, which
     shows the probe sees Ray's helper scripts at all."""
     for run in private_ray_runs:
-        assert run["helpers"] == ["dashboard/dashboard.py"], run
+        assert "dashboard.py" in run["helpers"], run
+        assert not {"monitor.py", "log_monitor.py"} & set(run["helpers"]), run
+
+
+def test_spill_workers_must_be_at_least_one():
+    # Zero would silently mean Ray's default of four, a negative number no spilling at all.
+    with pytest.raises(ValueError, match="spill_workers"):
+        RayResource(spill_workers=0)
