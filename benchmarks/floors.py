@@ -25,10 +25,10 @@ its checks, its warm workers), so each target can be weighed against its floor:
   binds each worker process to one job, so every run starts its own), with a task that does
   nothing or with the platform's warm-up task. With Dagster's one-day cost on SQLite, two floors
   of a CLI run: Dagster and Ray alone (no checks, no platform module), and as designed.
-* ``idle_tree`` (target 4, memory): summed RSS and PSS of a private Ray (the object store capped as
-  in ``benchmarks/memory.py``) and its driver with the code location imported, once every worker
-  has the platform's modules and one tiny Ray Data execution has started Ray Data's actors: the
-  memory of a run before it holds any data.
+* ``idle_tree`` (target 4, memory): summed RSS and PSS of a private Ray (its object store capped
+  by ``--object-store-mb``, 512 MiB by default; an idle tree touches little of it) and its driver
+  with the code location imported, once every worker has the platform's modules and one tiny Ray
+  Data execution has started Ray Data's actors: the memory of a run before it holds any data.
 
 Writes ``benchmarks/results/floors.json``.
 """
@@ -57,7 +57,7 @@ import yaml
 from benchmarks import backfill
 from benchmarks.machine import machine
 from benchmarks.private_ray import private_ray
-from benchmarks.rss import Peak, by_name, tree_memory
+from benchmarks.rss import Peak, rss_and_count_by_name, tree_memory
 from benchmarks.samples import HERE, sample
 from etl_assets import ray_cluster
 from etl_assets.ray_steps import cluster_cpus
@@ -256,7 +256,7 @@ def idle_tree(settle_seconds: float = 2.0) -> dict:
     ray.data.range(cluster_cpus(), override_num_blocks=cluster_cpus()).map_batches(lambda b: b).materialize()
     time.sleep(settle_seconds)  # workers done with their task, Ray Data's executor shut down
     rss, pss, per_pid = tree_memory(psutil.Process(), with_pss=True)
-    sizes, processes = by_name(per_pid)
+    sizes, processes = rss_and_count_by_name(per_pid)
     peak = Peak(bytes=rss, pss_bytes=pss, breakdown=sizes, processes=processes)
     return {
         "rss_mib": peak.mib,

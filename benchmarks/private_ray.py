@@ -26,10 +26,10 @@ def private_ray(object_store_mb: int = 1024, spill_workers: int | None = None) -
         include_dashboard=False,
         log_to_driver=False,
         object_store_memory=object_store_mb * 2**20,
-        _system_config=spill_settings(spill_workers) or None,
+        _system_config=spill_settings(spill_workers),
     )
-    # As RayResource does: its private Ray runs without them, and Ray Data without it (delta_write)
-    # learns its CPUs as soon.
+    # As RayResource does: the idle helpers stopped, and Ray Data executions that do not go through
+    # the resource (delta_write) learn their CPUs as soon.
     stop_idle_helpers()
     learn_data_limits_sooner()
     try:

@@ -31,7 +31,7 @@ def process_name(proc: psutil.Process) -> str:
     return "?"
 
 
-def by_name(per_pid: dict[int, int]) -> tuple[dict[str, int], dict[str, int]]:
+def rss_and_count_by_name(per_pid: dict[int, int]) -> tuple[dict[str, int], dict[str, int]]:
     """RSS per pid summed per process name, and how many processes have each name (processes gone
     since are left out): several idle workers share one name."""
     names: dict[str, int] = {}
@@ -97,7 +97,7 @@ def sample_until_stopped(
         if rss > peak.bytes:
             # Names only for a new peak: reading every command line each time cost more than the rest.
             peak.bytes = rss
-            peak.breakdown, peak.processes = by_name(per_pid)
+            peak.breakdown, peak.processes = rss_and_count_by_name(per_pid)
         peak.pss_bytes = max(peak.pss_bytes, pss)
         started.set()
         if stopping:
