@@ -10,8 +10,7 @@ from contextlib import contextmanager
 
 import ray
 
-from etl_assets.ray_cluster import spill_settings
-from etl_assets.resources import learn_data_limits_sooner, stop_idle_helpers
+from etl_assets.resources import learn_data_limits_sooner, start_local_ray
 
 
 @contextmanager
@@ -20,17 +19,9 @@ def private_ray(object_store_mb: int = 1024, spill_workers: int | None = None) -
     private one (``spill_workers`` as its setting of that name); yields the start-up seconds."""
     temp_dir = tempfile.mkdtemp(prefix="etl_bench_ray_", dir="/tmp")
     start = time.perf_counter()
-    ray.init(
-        address="local",
-        _temp_dir=temp_dir,
-        include_dashboard=False,
-        log_to_driver=False,
-        object_store_memory=object_store_mb * 2**20,
-        _system_config=spill_settings(spill_workers),
-    )
-    # As RayResource does: the idle helpers stopped, and Ray Data executions that do not go through
-    # the resource (delta_write) learn their CPUs as soon.
-    stop_idle_helpers()
+    # Ray sets up its own logging here, as the benchmarks always had it; a run leaves it to Dagster.
+    start_local_ray(temp_dir, object_store_mb, spill_workers, configure_logging=True)
+    # As RayResource does, for the Ray Data executions that do not go through it (delta_write).
     learn_data_limits_sooner()
     try:
         yield time.perf_counter() - start

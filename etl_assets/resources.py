@@ -47,16 +47,40 @@ def _warm_worker() -> None:
     import etl_assets.warehouse.delta  # noqa: F401
 
 
-def stop_idle_helpers() -> None:
+def start_local_ray(
+    temp_dir: str,
+    object_store_mb: int,
+    spill_workers: int | None = None,
+    num_cpus: int | None = None,
+    configure_logging: bool = False,
+) -> None:
+    """Start a private local Ray (``address="local"``: never a stray cluster found by
+    auto-discovery) in ``temp_dir``, without the dashboard and without the helpers a run has no
+    use for (``_stop_idle_helpers``). ``RayResource`` starts its private Ray with it, and the
+    benchmarks theirs."""
+    ray.init(
+        address="local",
+        num_cpus=num_cpus,
+        object_store_memory=object_store_mb * 1024 * 1024,
+        _temp_dir=temp_dir,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=configure_logging,
+        _system_config=spill_settings(spill_workers),
+    )
+    _stop_idle_helpers()
+
+
+def _stop_idle_helpers() -> None:
     """Stop the private Ray's autoscaler monitor and log monitor as soon as it has started.
 
     A one-machine Ray has nothing to autoscale (without the monitor, ``ray status`` has nothing to
     show either). The log monitor publishes the workers' output for drivers started with
-    ``log_to_driver``; this resource starts its private Ray without it, and the workers still
-    write their logs to the session's files (should the resource ever turn it on, the log
-    monitor must stay). Each is a Python process of about 90 MiB for the whole run. The monitor
-    also cost every run a second at ``ray.shutdown``, which waits that long for it after SIGTERM
-    (its handler tries to reach the GCS, stopped just before). ``ray.init`` has no switch to leave
+    ``log_to_driver``; ``start_local_ray`` starts Ray without it, and the workers still write
+    their logs to the session's files (should it ever turn it on, the log monitor must stay).
+    Each is a Python process of about 90 MiB for the whole run. The monitor also cost every run a
+    second at ``ray.shutdown``, which waits that long for it after SIGTERM (its handler tries to
+    reach the GCS, stopped just before). ``ray.init`` has no switch to leave
     them out (``ray start`` has ``--no-monitor`` and ``--include-log-monitor``). Ray's own
     ``Node`` methods kill them and forget them, on the private ``_global_node``; ray is pinned to
     2.60, and should a later Ray drop those, this stops nothing and a run holds them again.
@@ -127,18 +151,8 @@ class RayResource(dg.ConfigurableResource):
             self._opened = "connected"
         else:
             os.makedirs(self.temp_dir, exist_ok=True)
-            ray.init(
-                address="local",
-                num_cpus=self.num_cpus,
-                object_store_memory=self.object_store_memory_mb * 1024 * 1024,
-                _temp_dir=self.temp_dir,
-                include_dashboard=False,
-                log_to_driver=False,
-                configure_logging=False,
-                _system_config=spill_settings(self.spill_workers),
-            )
+            start_local_ray(self.temp_dir, self.object_store_memory_mb, self.spill_workers, self.num_cpus)
             self._opened = "private"
-            stop_idle_helpers()
         self._configure_data_context()
         self._prestart_workers()
         how = "started a private local Ray" if self._opened == "private" else "connected to Ray"

@@ -24,34 +24,30 @@ OBJECT_BYTES = 4 * 2**20
 STORE_MB = 80
 
 
-def io_workers() -> dict[str, int]:
-    """Ray's spill and restore processes under this one (their titles say which they are)."""
-    found = {
-        ray_constants.WORKER_PROCESS_TYPE_SPILL_WORKER_NAME: 0,
-        ray_constants.WORKER_PROCESS_TYPE_RESTORE_WORKER_NAME: 0,
-    }
-    for proc in psutil.Process().children(recursive=True):
-        try:
-            title = proc.cmdline()[0]
-        except (psutil.Error, IndexError):
-            continue
-        for kind in found:
-            if title.startswith("ray::") and kind in title:
-                found[kind] += 1
-    return found
+IO_WORKERS = (
+    ray_constants.WORKER_PROCESS_TYPE_SPILL_WORKER_NAME,
+    ray_constants.WORKER_PROCESS_TYPE_RESTORE_WORKER_NAME,
+)
+# Ray's Python helpers: the log monitor, an autoscaler monitor (either autoscaler version's
+# monitor.py) and the API server.
+HELPER_SCRIPTS = ("log_monitor.py", "monitor.py", "dashboard.py")
 
 
-def helpers() -> list[str]:
-    """Which of Ray's Python helper scripts run under this process: the log monitor, an autoscaler
-    monitor (``monitor.py``, whichever autoscaler version) and the API server (``dashboard.py``)."""
-    found = []
+def ray_processes() -> dict:
+    """Ray's spill and restore processes under this one, counted by kind (their titles say which),
+    and the helper scripts running under it."""
+    io_workers = dict.fromkeys(IO_WORKERS, 0)
+    helpers = []
     for proc in psutil.Process().children(recursive=True):
         try:
-            scripts = [Path(arg).name for arg in proc.cmdline() if arg.endswith(".py")]
+            command = proc.cmdline()
         except psutil.Error:
             continue
-        found += [s for s in scripts if s in ("log_monitor.py", "monitor.py", "dashboard.py")]
-    return sorted(found)
+        if command and command[0].startswith("ray::"):
+            for kind in IO_WORKERS:
+                io_workers[kind] += kind in command[0]
+        helpers += [Path(arg).name for arg in command if Path(arg).name in HELPER_SCRIPTS]
+    return {"io_workers": io_workers, "helpers": sorted(helpers)}
 
 
 @dg.asset
@@ -62,7 +58,7 @@ def spilled(ray_cluster: RayResource) -> dict:
     refs = [ray.put(np.full(OBJECT_BYTES, i, np.uint8)) for i in range(OBJECTS)]
     if [int(array[0]) for array in ray.get(refs)] != list(range(OBJECTS)):
         raise AssertionError("an object came back from the disk with other contents")
-    return {"io_workers": io_workers(), "helpers": helpers()}
+    return ray_processes()
 
 
 def main() -> None:
