@@ -28,10 +28,12 @@ def per_task_rows(total: int, most: int) -> int:
     return max(1, min(most, -(-total // cluster_cpus())))
 
 
-def co_locate(ds: ray.data.Dataset, key: str, fn: Callable[[pa.Table], pa.Table]) -> ray.data.Dataset:
+def co_locate(
+    ds: ray.data.Dataset, key: str, fn: Callable[[pa.Table], pa.Table], buckets: int | None = None
+) -> ray.data.Dataset:
     """``fn`` on groups of ``ds``'s rows in which every row sharing a ``key`` value meets (an
-    ``exchange`` by a hash of ``key``, one bucket per CPU)."""
-    buckets = cluster_cpus()
+    ``exchange`` by a hash of ``key`` into ``buckets`` buckets, by default one per CPU)."""
+    buckets = buckets or cluster_cpus()
     return exchange(map_blocks(ds, bucketed(_same, key, buckets)), buckets, ignore_bucket(fn))
 
 

@@ -247,3 +247,37 @@ def test_checks_read_each_partitions_duplicates_from_its_latest_materialization(
     materialize("events", "b1", duplicates_in_load=2, duplicates_already_loaded=9)
     events = latest_materializations(instance, dg.AssetKey("events"), ["b1"])
     assert latest_counts(events, ["b1"], EVENT_DUPLICATES) == {"b1": 11}
+
+
+def test_key_check_finds_keys_repeated_after_the_load_within_their_day(sample_dir, tmp_path):
+    warehouse = tmp_path / "w"
+    assert run_window(sample_dir, warehouse, day(0), day(1), assets=[definitions.orders_and_rejects]).success
+    path = str(warehouse / "orders")
+    table = DeltaTable(path).to_pyarrow_table()
+    first_day = table.filter(pc.equal(table.column("order_date"), pa.scalar(day(0), pa.date32())))
+    # Two orders of day 0 delivered again, one of them twice; a day-0 id reused on day 1 is no
+    # duplicate within a day.
+    again = first_day.take([0, 1, 1])
+    column = table.schema.get_field_index("order_date")
+    moved = first_day.take([2]).set_column(
+        column, table.schema.field(column), pa.array([day(1)], pa.date32())
+    )
+    write_deltalake(
+        path, pa.concat_tables([table, again, moved]), mode="overwrite", partition_by=["order_date"]
+    )
+
+    found = {
+        e.partition: e
+        for key in (day(0).isoformat(), day(1).isoformat())
+        for e in run_check_alone(
+            sample_dir, warehouse, "orders_key_unique", definitions.orders_and_rejects, key
+        )
+    }
+    assert not found[day(0).isoformat()].passed
+    ids = first_day.column("order_id").to_pylist()
+    assert found[day(0).isoformat()].metadata["duplicate_keys"].value == 2
+    assert found[day(0).isoformat()].metadata["sample"].value == sorted(
+        [{"order_id": ids[0], "count_all": 2}, {"order_id": ids[1], "count_all": 3}],
+        key=lambda r: r["order_id"],
+    )
+    assert found[day(1).isoformat()].passed

@@ -3,6 +3,7 @@ and BigQuery (the emulator), with real Ray. Contents are read back with each war
 
 import uuid
 from datetime import date
+from functools import partial
 from pathlib import Path
 
 import dagster as dg
@@ -354,27 +355,31 @@ def test_a_task_retried_after_its_load_landed_adds_nothing(kind, request, tmp_pa
     assert result.tables["daily"].rows_written == 3
 
 
-@pytest.mark.parametrize("group_rows", [2, 1_000])
-def test_checks_read_each_partition_of_a_window_apart(place, monkeypatch, group_rows):
-    """What the checks judge partition by partition: each requested partition's rows, in the order
-    asked for, whether the window is read in one group or in several."""
+def test_checks_read_a_window_block_by_block_and_meet_each_key_in_one_task(place, monkeypatch):
+    """What the checks read from every backend: each block of the asked partitions in a Ray task,
+    and every row of a key (within its partition, or over the whole table) in one task of an
+    exchange, however many buckets it has."""
     from etl_assets.checks import window_reads
+    from etl_assets.transforms.check_partials import duplicated_keys, partition_sums
 
-    monkeypatch.setattr(window_reads, "GROUP_ROWS", group_rows)
-    ids, days = [7, 1, 5, 3, 2], [D2, D1, D2, D1, D2]
-    place.backend.replace_window(ray.data.from_arrow(rows(ids, days)), [DAILY], [D1, D2])
-    got = [
-        (value, table.column_names, table.column("id").to_pylist())
-        for value, table in window_reads.partition_tables(place.backend, DAILY, [D3, D2, D1], ["id"])
-    ]
-    written = {d: [i for i, day in zip(ids, days, strict=True) if day == d] for d in (D1, D2)}
-    if place.resource.kind.startswith("delta"):
-        # One file per day, read back in the order written: the split keeps each day's row order.
-        assert got == [(D3, ["id"], []), (D2, ["id"], written[D2]), (D1, ["id"], written[D1])]
-    else:
-        # A SQL scan returns rows in no set order.
-        assert [(v, c, sorted(i)) for v, c, i in got] == [
-            (D3, ["id"], []),
-            (D2, ["id"], sorted(written[D2])),
-            (D1, ["id"], sorted(written[D1])),
-        ]
+    ids, days = [7, 1, 5, 7, 2, 7, 5, 9], [D2, D1, D2, D2, D2, D1, D1, D3]
+    place.backend.replace_window(ray.data.from_arrow(rows(ids, days)), [DAILY], [D1, D2, D3])
+    sums = partial(partition_sums, column="day", summed=["id"])
+    per_day: dict[str, tuple[int, int]] = {}
+    for part in window_reads.block_partials(place.backend, DAILY, [D2, D1], ["id", "day"], sums):
+        for row in part.to_pylist():
+            count, total = per_day.get(row["value"], (0, 0))
+            per_day[row["value"]] = (count + row["rows"], total + row["id_sum"])
+    wanted = {d: [i for i, day in zip(ids, days, strict=True) if day == d] for d in (D1, D2)}
+    assert per_day == {d.isoformat(): (len(w), sum(w)) for d, w in wanted.items()}
+
+    def duplicates(partitions, keys):
+        reduce = partial(duplicated_keys, keys=keys)
+        found = list(window_reads.key_duplicates(place.backend, DAILY, partitions, reduce))
+        return sorted(pa.concat_tables(found).to_pylist(), key=lambda r: r["id"]) if found else []
+
+    # A bucket per row: a key's rows still meet. Within a day only 7 repeats (twice on D2; D3 is
+    # not asked for); over the whole table 5 and 7 do.
+    monkeypatch.setattr(window_reads, "buckets_for", lambda count: max(count, 1))
+    assert duplicates([D1, D2], ["id", "day"]) == [{"id": 7, "day": D2, "count_all": 2}]
+    assert duplicates(None, ["id"]) == [{"id": 5, "count_all": 2}, {"id": 7, "count_all": 3}]

@@ -3,11 +3,12 @@
 Every check on a partitioned table reports one result per partition of the run.
 """
 
+import json
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import date, timedelta
-from decimal import Decimal
+from datetime import timedelta
+from functools import partial
 
 import dagster as dg
 import pyarrow as pa
@@ -21,15 +22,21 @@ from etl_assets.checks.partitioned import (
     per_partition,
     whole,
 )
-from etl_assets.checks.window_reads import duplicate_keys, partition_tables, read_columns
-from etl_assets.contracts import TableContract, conform
+from etl_assets.checks.window_reads import block_partials, key_duplicates
+from etl_assets.contracts import TableContract
 from etl_assets.contracts.drift import schema_drift
-from etl_assets.contracts.validation import judge_rows, rule_catalog
+from etl_assets.contracts.validation import rule_catalog
 from etl_assets.partitions import DAILY, EVENT_BATCHES, window_days
-from etl_assets.resources import WarehouseResource
+from etl_assets.resources import RayResource, WarehouseResource
+from etl_assets.transforms.check_partials import (
+    SAMPLE_ROWS,
+    duplicated_keys,
+    jsonable,
+    partition_text,
+    rule_tally,
+)
 from etl_assets.warehouse.base import PartitionValue, Warehouse
 
-SAMPLE_ROWS = 3
 CheckEvents = Iterator[dg.AssetCheckEvaluation | dg.Output]
 
 
@@ -50,44 +57,19 @@ def run_partitions(
     return {key: key for key in context.partition_keys}
 
 
-def _jsonable(row: dict) -> dict:
-    """A row as JSON metadata takes it: dates and times as ISO text, decimals as text."""
-
-    def plain(value):
-        if isinstance(value, date):
-            return value.isoformat()
-        if isinstance(value, Decimal):
-            return str(value)
-        if isinstance(value, list | tuple):
-            return [plain(v) for v in value]
-        return value
-
-    return {k: plain(v) for k, v in row.items()}
-
-
-# Stored rows are judged in chunks of about this many rows: few validations for a long window of
-# small partitions, bounded memory for big ones.
-JUDGE_ROWS = 250_000
-
-
-def _chunks(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.Table]:
-    held: list[pa.RecordBatch] = []
-    count = 0
-    for batch in batches:
-        held.append(batch)
-        count += batch.num_rows
-        if count >= rows:
-            yield pa.Table.from_batches(held)
-            held, count = [], 0
-    if held:
-        yield pa.Table.from_batches(held)
-
-
 @dataclass
 class _RuleTally:
     rows: int = 0
     counts: Counter = field(default_factory=Counter)
     samples: dict = field(default_factory=dict)
+
+    def add(self, code: str | None, rows: int, samples: list[str]) -> None:
+        if code is None:
+            self.rows += rows
+            return
+        self.counts[code] += rows
+        # The same rows are sampled whichever order the blocks come back in.
+        self.samples[code] = sorted([*self.samples.get(code, []), *samples])[:SAMPLE_ROWS]
 
     def outcome(self, contract: TableContract) -> Outcome:
         rejecting = {r.code for r in contract.rules if r.rejects}
@@ -99,7 +81,9 @@ class _RuleTally:
             metadata={
                 "rows_checked": self.rows,
                 "rule_failures": dg.MetadataValue.json(dict(sorted(self.counts.items()))),
-                "failing_row_samples": dg.MetadataValue.json(self.samples),
+                "failing_row_samples": dg.MetadataValue.json(
+                    {code: [json.loads(row) for row in rows] for code, rows in self.samples.items()}
+                ),
                 "rules_checked": len(contract.rules) - (1 if contract.key_rule_code else 0),
             },
         )
@@ -110,31 +94,15 @@ def contract_outcomes(
 ) -> dict[str | None, Outcome]:
     """Judge the stored rows (of ``partitions``, key -> value, or all) against every rule but the
     key's, which the key check judges; one outcome per partition key (``None``: the whole table).
-    The window is read once and judged in chunks; failures are counted per partition."""
+    Each block is judged in a Ray task, which returns only its counts and samples."""
     column = contract.partition_column if partitions is not None else None
     tallies: dict[str | None, _RuleTally] = {key: _RuleTally() for key in (partitions or {None: None})}
     key_of = {str(value): key for key, value in (partitions or {}).items()}
     values = list(partitions.values()) if partitions is not None else None
-    for table in _chunks(backend.scan(contract, values, None), JUDGE_ROWS):
-        table = conform(table, contract, nulls_allowed=True)
-        spelled = table.column(column).cast(pa.string()) if column else pa.nulls(table.num_rows, pa.string())
-        for value, rows in Counter(spelled.to_pylist()).items():
-            tallies[key_of.get(value)].rows += rows
-        verdicts = judge_rows(table, contract, judge_key=False)
-        for codes in (verdicts.rejecting, verdicts.soft):
-            parents = pc.list_parent_indices(codes)
-            if len(parents) == 0:
-                continue
-            hits = pa.table({"value": spelled.take(parents), "code": pc.list_flatten(codes), "row": parents})
-            grouped = hits.group_by(["value", "code"], use_threads=False).aggregate([("row", "list")])
-            for value, code, rows in zip(
-                *(grouped.column(c).to_pylist() for c in ("value", "code", "row_list"))
-            ):
-                tally = tallies[key_of.get(value)]
-                tally.counts[code] += len(rows)
-                samples = tally.samples.setdefault(code, [])
-                for row in rows[: SAMPLE_ROWS - len(samples)]:
-                    samples.append(_jsonable(table.slice(row, 1).to_pylist()[0]))
+    judge = partial(rule_tally, contract=contract, column=column)
+    for tally in block_partials(backend, contract, values, contract.column_names, judge):
+        for row in tally.to_pylist():
+            tallies[key_of.get(row["value"])].add(row["code"], row["rows"], row["samples"])
     return {key: tally.outcome(contract) for key, tally in tallies.items()}
 
 
@@ -150,7 +118,9 @@ def build_contract_rules_check(contract: TableContract) -> dg.AssetChecksDefinit
         "and a sample. Fails with ERROR on a rejecting rule, with WARN on a soft one.",
         metadata={"rules": dg.MetadataValue.json(rule_catalog(contract))},
     )
-    def _check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> CheckEvents:
+    def _check(
+        context: dg.AssetCheckExecutionContext, ray_cluster: RayResource, warehouse: WarehouseResource
+    ) -> CheckEvents:
         backend = warehouse.backend()
         if partitions_def is None:
             yield whole(contract_outcomes(backend, contract, None)[None])
@@ -184,15 +154,42 @@ def build_schema_check(contract: TableContract) -> dg.AssetChecksDefinition:
     return _check
 
 
-def _key_outcome(table: pa.Table, keys: list[str]) -> Outcome:
-    dupes = duplicate_keys(table, keys)
+KEY_SAMPLE_ROWS = 5
+
+
+def _key_outcome(dupes: pa.Table) -> Outcome:
     return Outcome(
         passed=dupes.num_rows == 0,
         metadata={
             "duplicate_keys": dupes.num_rows,
-            "sample": dg.MetadataValue.json([_jsonable(r) for r in dupes.slice(0, 5).to_pylist()]),
+            "sample": dg.MetadataValue.json(
+                [jsonable(r) for r in dupes.slice(0, KEY_SAMPLE_ROWS).to_pylist()]
+            ),
         },
     )
+
+
+def key_outcomes(
+    backend: Warehouse, contract: TableContract, partitions: Mapping[str, PartitionValue] | None
+) -> dict[str | None, Outcome]:
+    """Duplicate keys per partition (``partitions``, key -> value) or over the whole table
+    (``None``), found where the rows lie (``key_duplicates``): only duplicates reach the driver."""
+    keys = list(contract.keys)
+    column = contract.partition_column if partitions is not None else None
+    grouped = list(dict.fromkeys([*keys, *([column] if column else [])]))
+    values = list(partitions.values()) if partitions is not None else None
+    found = list(key_duplicates(backend, contract, values, partial(duplicated_keys, keys=grouped)))
+    schema = pa.schema([*(contract.schema.field(c) for c in grouped), ("count_all", pa.int64())])
+    dupes = pa.concat_tables([t.cast(schema) for t in found]) if found else schema.empty_table()
+    dupes = dupes.sort_by([(k, "ascending") for k in keys])
+    if partitions is None:
+        return {None: _key_outcome(dupes)}
+    spelled = partition_text(dupes, column)
+    outcomes = {}
+    for key, value in partitions.items():
+        of_value = dupes.filter(pc.equal(spelled, str(value)))
+        outcomes[key] = _key_outcome(of_value.drop_columns([column]) if column not in keys else of_value)
+    return outcomes
 
 
 def build_key_unique_check(contract: TableContract, whole_table: bool = False) -> dg.AssetChecksDefinition:
@@ -206,16 +203,14 @@ def build_key_unique_check(contract: TableContract, whole_table: bool = False) -
         description=f"No two rows of {contract.name} share ({', '.join(contract.keys)})"
         + (" across the whole table." if partitions_def is None else " within a partition."),
     )
-    def _check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> CheckEvents:
+    def _check(
+        context: dg.AssetCheckExecutionContext, ray_cluster: RayResource, warehouse: WarehouseResource
+    ) -> CheckEvents:
         backend = warehouse.backend()
-        keys = list(contract.keys)
         if partitions_def is None:
-            yield whole(_key_outcome(read_columns(backend, contract, None, keys), keys))
+            yield whole(key_outcomes(backend, contract, None)[None])
             return
-        partitions = run_partitions(context, contract)
-        key_of = {str(value): key for key, value in partitions.items()}
-        tables = partition_tables(backend, contract, list(partitions.values()), keys)
-        yield from per_partition(context, {key_of[str(v)]: _key_outcome(t, keys) for v, t in tables})
+        yield from per_partition(context, key_outcomes(backend, contract, run_partitions(context, contract)))
 
     return _check
 

@@ -1,6 +1,10 @@
 """Business rules of DESIGN.md as checks: nothing lost, referential integrity, reconciliation,
 SCD2 validity and CDC agreement with the source; plus the list of every check."""
 
+import json
+from datetime import date
+from functools import partial
+
 import dagster as dg
 import pyarrow.compute as pc
 
@@ -19,7 +23,7 @@ from etl_assets.checks.partitioned import (
     latest_materializations,
     per_partition,
 )
-from etl_assets.checks.window_reads import days_of, duplicate_keys, read_columns
+from etl_assets.checks.window_reads import block_partials, read_columns
 from etl_assets.contracts import (
     ALL_TABLES,
     CUSTOMER_ORDERS,
@@ -32,14 +36,22 @@ from etl_assets.contracts import (
     ORDERS_REJECTS,
     RAW_CUSTOMERS,
     TRANSACTIONS,
+    TableContract,
 )
 from etl_assets.partitions import DAILY, EVENT_BATCHES, window_days
-from etl_assets.resources import SourcesResource, WarehouseResource
+from etl_assets.resources import RayResource, SourcesResource, WarehouseResource
 from etl_assets.sources.crm import CrmDatabase, source_totals_by_status
 from etl_assets.sources.landing import batch_files, count_lines
 from etl_assets.sources.orders_lake import inspect_days
+from etl_assets.transforms.check_partials import (
+    ORPHAN_SAMPLE_ROWS,
+    duplicated_keys,
+    orphan_tally,
+    partition_sums,
+)
 from etl_assets.transforms.events import DUPLICATES_DROPPED, LEGACY_DUPLICATES_PER_BATCH
 from etl_assets.transforms.orders import DUPLICATES_COLLAPSED, LEGACY_DUPLICATES_PER_DAY
+from etl_assets.warehouse.base import Warehouse
 
 # Duplicates a partition's last load left out, as its materialization reports them.
 ORDER_DUPLICATES = CountKeys((DUPLICATES_COLLAPSED,), LEGACY_DUPLICATES_PER_DAY)
@@ -115,30 +127,53 @@ def events_nothing_lost(
     "version valid at order time stay under `max_rate`; warns, and reports the count and a sample.",
 )
 def customer_orders_orphans(
-    context: dg.AssetCheckExecutionContext, config: OrphanThreshold, warehouse: WarehouseResource
+    context: dg.AssetCheckExecutionContext,
+    config: OrphanThreshold,
+    ray_cluster: RayResource,
+    warehouse: WarehouseResource,
 ) -> CheckEvents:
+    days = window_days(context)
+    found = {d.isoformat(): {"orders": 0, "orphans": 0, "samples": []} for d in days}
+    sampled = ["order_id", "customer_id", "order_ts"]
+    tally = partial(orphan_tally, column="order_date", sample_columns=sampled)
+    columns = [*sampled, "is_orphan", "order_date"]
+    for part in block_partials(warehouse.backend(), CUSTOMER_ORDERS, days, columns, tally):
+        for row in part.to_pylist():
+            day = found[row["value"]]
+            day["orders"] += row["orders"]
+            day["orphans"] += row["orphans"]
+            day["samples"] = sorted([*day["samples"], *row["samples"]])[:ORPHAN_SAMPLE_ROWS]
     outcomes = {}
-    columns = ["order_id", "customer_id", "order_ts", "is_orphan"]
-    for day, table in days_of(warehouse.backend(), CUSTOMER_ORDERS, window_days(context), columns):
-        orphans = table.filter(table.column("is_orphan"))
-        rate = orphans.num_rows / table.num_rows if table.num_rows else 0.0
-        outcomes[day.isoformat()] = Outcome(
+    for key, day in found.items():
+        rate = day["orphans"] / day["orders"] if day["orders"] else 0.0
+        outcomes[key] = Outcome(
             passed=rate <= config.max_rate,
             severity=dg.AssetCheckSeverity.WARN,
             metadata={
-                "orphan_orders": orphans.num_rows,
-                "orders": table.num_rows,
+                "orphan_orders": day["orphans"],
+                "orders": day["orders"],
                 "orphan_rate": round(rate, 6),
                 "max_rate": config.max_rate,
-                "sample": dg.MetadataValue.json(
-                    [
-                        {**r, "order_ts": r["order_ts"].isoformat()}
-                        for r in orphans.select(columns[:3]).slice(0, 5).to_pylist()
-                    ]
-                ),
+                "sample": dg.MetadataValue.json([json.loads(r) for r in day["samples"]]),
             },
         )
     yield from per_partition(context, outcomes)
+
+
+def _sums_by_day(
+    backend: Warehouse, contract: TableContract, days: list[date], summed: list[str]
+) -> dict[str, dict[str, float]]:
+    """Rows and the sums of ``summed`` per day of ``days``, added up from each block's."""
+    found = {d.isoformat(): {"rows": 0, **dict.fromkeys(summed, 0)} for d in days}
+    column = contract.partition_column
+    sums = partial(partition_sums, column=column, summed=summed)
+    for part in block_partials(backend, contract, days, [*summed, column], sums):
+        for row in part.to_pylist():
+            day = found[row["value"]]
+            day["rows"] += row["rows"]
+            for name in summed:
+                day[name] += row[f"{name}_sum"] or 0
+    return found
 
 
 @dg.asset_check(
@@ -149,26 +184,27 @@ def customer_orders_orphans(
     "amounts and the number of orders in customer_orders; blocks on a mismatch.",
 )
 def daily_customer_metrics_reconcile(
-    context: dg.AssetCheckExecutionContext, config: Tolerance, warehouse: WarehouseResource
+    context: dg.AssetCheckExecutionContext,
+    config: Tolerance,
+    ray_cluster: RayResource,
+    warehouse: WarehouseResource,
 ) -> CheckEvents:
     backend = warehouse.backend()
     days = window_days(context)
+    metrics = _sums_by_day(backend, DAILY_CUSTOMER_METRICS, days, ["total_spend", "order_count"])
+    joined = _sums_by_day(backend, CUSTOMER_ORDERS, days, ["order_amount"])
     outcomes = {}
-    for (day, metrics), (_, joined) in zip(
-        days_of(backend, DAILY_CUSTOMER_METRICS, days, ["total_spend", "order_count"]),
-        days_of(backend, CUSTOMER_ORDERS, days, ["order_amount"]),
-    ):
-        spend = float(pc.sum(metrics.column("total_spend")).as_py() or 0.0)
-        count = int(pc.sum(metrics.column("order_count")).as_py() or 0)
-        amount = float(pc.sum(joined.column("order_amount")).as_py() or 0.0)
-        tolerance = config.cents_per_row * max(metrics.num_rows, 1)
-        outcomes[day.isoformat()] = Outcome(
-            passed=count == joined.num_rows and abs(spend - amount) <= tolerance,
+    for key, day in metrics.items():
+        spend, count = float(day["total_spend"]), int(day["order_count"])
+        amount, orders = float(joined[key]["order_amount"]), joined[key]["rows"]
+        tolerance = config.cents_per_row * max(day["rows"], 1)
+        outcomes[key] = Outcome(
+            passed=count == orders and abs(spend - amount) <= tolerance,
             metadata={
                 "total_spend": round(spend, 2),
                 "order_amount": round(amount, 2),
                 "order_count": count,
-                "orders": joined.num_rows,
+                "orders": orders,
             },
         )
     yield from per_partition(context, outcomes)
@@ -183,7 +219,7 @@ def customers_one_current_version(warehouse: WarehouseResource) -> dg.AssetCheck
     table = read_columns(warehouse.backend(), CUSTOMERS, None, ["customer_id", "is_current", "valid_to"])
     current = table.filter(table.column("is_current"))
     customers_n = len(pc.unique(table.column("customer_id")))
-    many = duplicate_keys(current.select(["customer_id"]), ["customer_id"])
+    many = duplicated_keys(current.select(["customer_id"]), ["customer_id"])
     open_not_current = table.filter(
         pc.and_(pc.is_null(table.column("valid_to")), pc.invert(table.column("is_current")))
     ).num_rows

@@ -1,18 +1,16 @@
-"""Reading a run's window back from the warehouse a few partitions at a time: one scan serves many
-small partitions (a 30-day backfill's checks would otherwise open the table 30 times each), and
-memory stays at about ``GROUP_ROWS`` rows however long the window."""
+"""The checks' reads of stored rows: a small table whole, and a run's window block by block in Ray
+tasks, so that a check of a day of any size holds no more in the driver than its results."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import date
 
 import pyarrow as pa
 
 from etl_assets.contracts import TableContract
-from etl_assets.sizing import runs
+from etl_assets.ray_steps import buckets_for, co_locate, map_blocks
 from etl_assets.warehouse.base import PartitionValue, Warehouse
-from etl_assets.warehouse.blocks import partition_groups
 
 
 def read_columns(
@@ -27,37 +25,39 @@ def read_columns(
     return pa.Table.from_batches(batches, schema=schema) if batches else schema.empty_table()
 
 
-GROUP_ROWS = 2_000_000
+def block_partials(
+    backend: Warehouse,
+    contract: TableContract,
+    partitions: Sequence[PartitionValue] | None,
+    columns: Sequence[str],
+    partial: Callable[[pa.Table], pa.Table],
+) -> Iterator[pa.Table]:
+    """``partial`` on every block of the window's ``columns`` (or the whole table's), each in a Ray
+    task, and its small results here: the rows stay in the workers and the object store, so the
+    driver's memory does not grow with the window, and every core takes a share."""
+    if not backend.exists(contract):
+        return iter(())
+    ds = map_blocks(backend.read(contract, partitions, list(dict.fromkeys(columns))), partial)
+    return ds.iter_batches(batch_format="pyarrow", batch_size=None)
 
 
-def partition_tables(
-    backend: Warehouse, contract: TableContract, values: Sequence[PartitionValue], columns: Sequence[str]
-) -> Iterator[tuple[PartitionValue, pa.Table]]:
-    """``columns`` of each partition in ``values``, in order, read in groups of partitions of about
-    ``GROUP_ROWS`` rows."""
-    counts = backend.partition_row_counts(contract)
-    for run in runs([counts.get(str(value), 0) for value in values], GROUP_ROWS):
-        yield from _split(backend, contract, [values[i] for i in run], columns)
-
-
-def _split(
-    backend: Warehouse, contract: TableContract, group: Sequence[PartitionValue], columns: Sequence[str]
-) -> Iterator[tuple[PartitionValue, pa.Table]]:
-    """The group's rows read at once, then each partition's rows, in their order."""
-    column = contract.partition_column
-    table = read_columns(backend, contract, group, list(dict.fromkeys([*columns, column])))
-    rows = dict(partition_groups(table, column))
-    for value in group:
-        yield value, rows.get(str(value), table.slice(0, 0)).select(list(columns))
-
-
-def days_of(
-    backend: Warehouse, contract: TableContract, days: Sequence[date], columns: Sequence[str]
-) -> Iterator[tuple[date, pa.Table]]:
-    return partition_tables(backend, contract, days, columns)
-
-
-def duplicate_keys(table: pa.Table, keys: Sequence[str]) -> pa.Table:
-    """Key values that occur more than once, with how often."""
-    counts = table.group_by(list(keys), use_threads=False).aggregate([([], "count_all")])
-    return counts.filter(pa.compute.greater(counts.column("count_all"), 1))
+def key_duplicates(
+    backend: Warehouse,
+    contract: TableContract,
+    partitions: Sequence[PartitionValue] | None,
+    reduce: Callable[[pa.Table], pa.Table],
+) -> Iterator[pa.Table]:
+    """``reduce`` on groups of the window's key columns (and partition column, with
+    ``partitions``) in which every row sharing a key meets: an exchange by a hash of the first key
+    column, into buckets of about a million rows, so no task holds much more however big the day."""
+    if not backend.exists(contract):
+        return iter(())
+    column = contract.partition_column if partitions is not None else None
+    columns = list(dict.fromkeys([*contract.keys, *([column] if column else [])]))
+    if partitions is None:
+        rows = backend.row_count(contract)
+    else:
+        counts = backend.partition_row_counts(contract)
+        rows = sum(counts.get(str(value), 0) for value in partitions)
+    ds = co_locate(backend.read(contract, partitions, columns), contract.keys[0], reduce, buckets_for(rows))
+    return ds.iter_batches(batch_format="pyarrow", batch_size=None)

@@ -1,0 +1,128 @@
+"""The checks' work on one block of stored rows, run in Ray tasks: each returns a small table of
+counts, sums and samples, which the check combines, so the rows themselves never reach the driver.
+
+Every partial has a ``value`` column: the block's partition value as text (null for a table that
+is not partitioned, or a check over the whole table).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import date
+from decimal import Decimal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from etl_assets.contracts import TableContract, conform
+from etl_assets.contracts.validation import judge_rows
+
+SAMPLE_ROWS = 3
+
+
+def jsonable(row: dict) -> dict:
+    """A row as JSON metadata takes it: dates and times as ISO text, decimals as text."""
+
+    def plain(value):
+        if isinstance(value, date):
+            return value.isoformat()
+        if isinstance(value, Decimal):
+            return str(value)
+        if isinstance(value, list | tuple):
+            return [plain(v) for v in value]
+        return value
+
+    return {k: plain(v) for k, v in row.items()}
+
+
+def partition_text(table: pa.Table, column: str | None) -> pa.ChunkedArray | pa.Array:
+    """Each row's partition value as text; nulls when there is no partition column."""
+    if column is None:
+        return pa.nulls(table.num_rows, pa.string())
+    return table.column(column).cast(pa.string())
+
+
+RULE_TALLY = pa.schema(
+    [
+        ("value", pa.string()),
+        # Null: the row holds the number of rows checked, not a rule's failures.
+        ("code", pa.string()),
+        ("rows", pa.int64()),
+        # Up to SAMPLE_ROWS failing rows, each as JSON text.
+        ("samples", pa.list_(pa.string())),
+    ]
+)
+
+
+def rule_tally(block: pa.Table, contract: TableContract, column: str | None) -> pa.Table:
+    """Rows checked per partition, and per partition and rule (all but the key's, which the key
+    check judges) the failing rows and a few of them."""
+    block = conform(block, contract, nulls_allowed=True)
+    spelled = partition_text(block, column)
+    counted = (
+        pa.table({"value": spelled}).group_by(["value"], use_threads=False).aggregate([([], "count_all")])
+    )
+    rows = [
+        {"value": value, "code": None, "rows": count, "samples": []}
+        for value, count in zip(counted.column("value").to_pylist(), counted.column("count_all").to_pylist())
+    ]
+    verdicts = judge_rows(block, contract, judge_key=False)
+    for codes in (verdicts.rejecting, verdicts.soft):
+        parents = pc.list_parent_indices(codes)
+        if len(parents) == 0:
+            continue
+        hits = pa.table({"value": spelled.take(parents), "code": pc.list_flatten(codes), "row": parents})
+        grouped = hits.group_by(["value", "code"], use_threads=False).aggregate([("row", "list")])
+        for value, code, failing in zip(
+            *(grouped.column(c).to_pylist() for c in ("value", "code", "row_list"))
+        ):
+            samples = [
+                json.dumps(jsonable(block.slice(row, 1).to_pylist()[0]), sort_keys=True)
+                for row in failing[:SAMPLE_ROWS]
+            ]
+            rows.append({"value": value, "code": code, "rows": len(failing), "samples": samples})
+    return pa.Table.from_pylist(rows, schema=RULE_TALLY)
+
+
+def duplicated_keys(table: pa.Table, keys: Sequence[str]) -> pa.Table:
+    """Key values that occur more than once, with how often (``count_all``)."""
+    counts = table.group_by(list(keys), use_threads=False).aggregate([([], "count_all")])
+    return counts.filter(pc.greater(counts.column("count_all"), 1))
+
+
+def partition_sums(block: pa.Table, column: str, summed: Sequence[str]) -> pa.Table:
+    """Per partition value (``value``): its rows (``rows``) and the sum of each ``summed`` column
+    (``<name>_sum``)."""
+    table = pa.table({"value": partition_text(block, column), **{c: block.column(c) for c in summed}})
+    aggregates = [([], "count_all"), *((c, "sum") for c in summed)]
+    sums = table.group_by(["value"], use_threads=False).aggregate(aggregates)
+    return sums.rename_columns([{"count_all": "rows"}.get(n, n) for n in sums.column_names])
+
+
+ORPHAN_SAMPLE_ROWS = 5
+ORPHAN_TALLY = pa.schema(
+    [
+        ("value", pa.string()),
+        ("orders", pa.int64()),
+        ("orphans", pa.int64()),
+        ("samples", pa.list_(pa.string())),
+    ]
+)
+
+
+def orphan_tally(block: pa.Table, column: str, sample_columns: Sequence[str]) -> pa.Table:
+    """Per partition: orders, orphan orders (``is_orphan``) and a few orphans' ``sample_columns``."""
+    spelled = partition_text(block, column)
+    rows = []
+    for value in pc.unique(spelled).to_pylist():
+        of_value = block.filter(pc.equal(spelled, value))
+        orphans = of_value.filter(of_value.column("is_orphan"))
+        samples = [
+            json.dumps(jsonable(r), sort_keys=True)
+            for r in orphans.select(list(sample_columns)).slice(0, ORPHAN_SAMPLE_ROWS).to_pylist()
+        ]
+        rows.append(
+            {"value": value, "orders": of_value.num_rows, "orphans": orphans.num_rows, "samples": samples}
+        )
+    return pa.Table.from_pylist(rows, schema=ORPHAN_TALLY)
