@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
+from etl_assets.checks import window_reads
 from etl_assets.checks.rules import CHECKS
 from etl_assets.contracts import ALL_TABLES as CONTRACTS
 from etl_assets.contracts import (
@@ -199,7 +200,12 @@ def test_missing_lake_partition_fails_naming_the_path(sample_dir, tmp_path):
     assert sum(e.event_type_value == "STEP_UP_FOR_RETRY" for e in result.all_events) == 0
 
 
-def test_checks_pass_on_the_sample_and_report_one_result_per_day(sample_dir, full_warehouse, tmp_path):
+@pytest.mark.parametrize("in_ray", [True, False])
+def test_checks_pass_on_the_sample_and_report_one_result_per_day(
+    sample_dir, full_warehouse, tmp_path, monkeypatch, in_ray
+):
+    if in_ray:  # as a day of more than LOCAL_ROWS rows is checked
+        monkeypatch.setattr(window_reads, "LOCAL_ROWS", 0)
     warehouse = tmp_path / "warehouse"
     shutil.copytree(full_warehouse, warehouse)
     result = run_window(sample_dir, warehouse, day(0), day(1))
@@ -228,6 +234,9 @@ def test_checks_pass_on_the_sample_and_report_one_result_per_day(sample_dir, ful
         orphans = by_check["customer_orders_orphans"][d.isoformat()].metadata["orphan_orders"].value
         of_day = joined[pd.to_datetime(joined["order_date"]).dt.date == d]
         assert orphans == int(of_day["is_orphan"].sum())
+        reconciled = by_check["daily_customer_metrics_reconcile"][d.isoformat()].metadata
+        assert reconciled["orders"].value == reconciled["order_count"].value == len(of_day)
+        assert reconciled["order_amount"].value == pytest.approx(of_day["order_amount"].sum(), abs=0.01)
         rate = by_check["orders_reject_rate"][d.isoformat()].metadata
         assert rate["rows_loaded"].value == int(
             (pd.to_datetime(read_table(warehouse, "orders")["order_date"]).dt.date == d).sum()

@@ -355,11 +355,15 @@ def test_a_task_retried_after_its_load_landed_adds_nothing(kind, request, tmp_pa
     assert result.tables["daily"].rows_written == 3
 
 
-def test_checks_read_a_window_block_by_block_and_meet_each_key_in_one_task(place, monkeypatch):
+@pytest.mark.parametrize("in_ray", [True, False])
+def test_checks_read_a_window_block_by_block_and_meet_each_key_in_one_task(place, monkeypatch, in_ray):
     """What the checks read from every backend: each block of the asked partitions in a Ray task,
     and every row of a key (within its partition, or over the whole table) in one task of an
-    exchange, however many buckets it has."""
+    exchange, however many buckets it has; or, for a small window, all of it in the driver."""
     from etl_assets.checks import window_reads
+
+    if in_ray:
+        monkeypatch.setattr(window_reads, "LOCAL_ROWS", 0)
     from etl_assets.transforms.check_partials import duplicated_keys, partition_sums
 
     ids, days = [7, 1, 5, 7, 2, 7, 5, 9], [D2, D1, D2, D2, D2, D1, D1, D3]

@@ -1,10 +1,10 @@
-"""The checks' reads of stored rows: a small table whole, and a run's window block by block in Ray
-tasks, so that a check of a day of any size holds no more in the driver than its results."""
+"""The checks' reads of stored rows: a small window whole, in the driver, and a bigger one block by
+block in Ray tasks, so that a check of a day of any size holds no more in the driver than
+``LOCAL_ROWS`` rows and its results."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from datetime import date
 
 import pyarrow as pa
 
@@ -16,13 +16,28 @@ from etl_assets.warehouse.base import PartitionValue, Warehouse
 def read_columns(
     backend: Warehouse,
     contract: TableContract,
-    partitions: Sequence[date] | None,
+    partitions: Sequence[PartitionValue] | None,
     columns: Sequence[str],
 ) -> pa.Table:
     """``columns`` of the given partitions (or of the whole table) as one Arrow table."""
     schema = pa.schema([contract.schema.field(c) for c in columns])
     batches = list(backend.scan(contract, partitions, columns))
     return pa.Table.from_batches(batches, schema=schema) if batches else schema.empty_table()
+
+
+# A window of at most this many rows is read into the driver and judged there: a Ray job's own
+# cost (tenths of a second each) would be most of a small day's checks.
+LOCAL_ROWS = 250_000
+
+
+def window_rows(
+    backend: Warehouse, contract: TableContract, partitions: Sequence[PartitionValue] | None
+) -> int:
+    """Rows of the window (or of the whole table), from the table's metadata."""
+    if partitions is None or contract.partition_column is None:
+        return backend.row_count(contract)
+    counts = backend.partition_row_counts(contract)
+    return sum(counts.get(str(value), 0) for value in partitions)
 
 
 def block_partials(
@@ -34,10 +49,14 @@ def block_partials(
 ) -> Iterator[pa.Table]:
     """``partial`` on every block of the window's ``columns`` (or the whole table's), each in a Ray
     task, and its small results here: the rows stay in the workers and the object store, so the
-    driver's memory does not grow with the window, and every core takes a share."""
+    driver's memory does not grow with the window, and every core takes a share. A window of at
+    most ``LOCAL_ROWS`` rows is one block, read and judged here."""
     if not backend.exists(contract):
         return iter(())
-    ds = map_blocks(backend.read(contract, partitions, list(dict.fromkeys(columns))), partial)
+    columns = list(dict.fromkeys(columns))
+    if window_rows(backend, contract, partitions) <= LOCAL_ROWS:
+        return iter([partial(read_columns(backend, contract, partitions, columns))])
+    ds = map_blocks(backend.read(contract, partitions, columns), partial)
     return ds.iter_batches(batch_format="pyarrow", batch_size=None)
 
 
@@ -49,15 +68,14 @@ def key_duplicates(
 ) -> Iterator[pa.Table]:
     """``reduce`` on groups of the window's key columns (and partition column, with
     ``partitions``) in which every row sharing a key meets: an exchange by a hash of the first key
-    column, into buckets of about a million rows, so no task holds much more however big the day."""
+    column, into buckets of about a million rows, so no task holds much more however big the day.
+    A window of at most ``LOCAL_ROWS`` rows is one group, read and reduced here."""
     if not backend.exists(contract):
         return iter(())
     column = contract.partition_column if partitions is not None else None
     columns = list(dict.fromkeys([*contract.keys, *([column] if column else [])]))
-    if partitions is None:
-        rows = backend.row_count(contract)
-    else:
-        counts = backend.partition_row_counts(contract)
-        rows = sum(counts.get(str(value), 0) for value in partitions)
+    rows = window_rows(backend, contract, partitions)
+    if rows <= LOCAL_ROWS:
+        return iter([reduce(read_columns(backend, contract, partitions, columns))])
     ds = co_locate(backend.read(contract, partitions, columns), contract.keys[0], reduce, buckets_for(rows))
     return ds.iter_batches(batch_format="pyarrow", batch_size=None)
