@@ -68,7 +68,8 @@ class _RuleTally:
             self.rows += rows
             return
         self.counts[code] += rows
-        # The same rows are sampled whichever order the blocks come back in.
+        # The smallest of the candidates each block offers, so the order blocks come back in does
+        # not change the sample.
         self.samples[code] = sorted([*self.samples.get(code, []), *samples])[:SAMPLE_ROWS]
 
     def outcome(self, contract: TableContract) -> Outcome:
@@ -94,7 +95,8 @@ def contract_outcomes(
 ) -> dict[str | None, Outcome]:
     """Judge the stored rows (of ``partitions``, key -> value, or all) against every rule but the
     key's, which the key check judges; one outcome per partition key (``None``: the whole table).
-    Each block is judged in a Ray task, which returns only its counts and samples."""
+    Each block is judged in a Ray task, which returns only its counts and samples (a small window
+    in the driver, see ``block_partials``)."""
     column = contract.partition_column if partitions is not None else None
     tallies: dict[str | None, _RuleTally] = {key: _RuleTally() for key in (partitions or {None: None})}
     key_of = {str(value): key for key, value in (partitions or {}).items()}
@@ -179,7 +181,9 @@ def key_outcomes(
     grouped = list(dict.fromkeys([*keys, *([column] if column else [])]))
     values = list(partitions.values()) if partitions is not None else None
     found = list(key_duplicates(backend, contract, values, partial(duplicated_keys, keys=grouped)))
-    schema = pa.schema([*(contract.schema.field(c) for c in grouped), ("count_all", pa.int64())])
+    # Nullable: a stored key that breaks its not-null rule is still counted, not a crash.
+    fields = [contract.schema.field(c).with_nullable(True) for c in grouped]
+    schema = pa.schema([*fields, ("count_all", pa.int64())])
     dupes = pa.concat_tables([t.cast(schema) for t in found]) if found else schema.empty_table()
     dupes = dupes.sort_by([(k, "ascending") for k in keys])
     if partitions is None:

@@ -45,9 +45,9 @@ def block_partials(
     contract: TableContract,
     partitions: Sequence[PartitionValue] | None,
     columns: Sequence[str],
-    partial: Callable[[pa.Table], pa.Table],
+    per_block: Callable[[pa.Table], pa.Table],
 ) -> Iterator[pa.Table]:
-    """``partial`` on every block of the window's ``columns`` (or the whole table's), each in a Ray
+    """``per_block`` on every block of the window's ``columns`` (or the whole table's), each in a Ray
     task, and its small results here: the rows stay in the workers and the object store, so the
     driver's memory does not grow with the window, and every core takes a share. A window of at
     most ``LOCAL_ROWS`` rows is one block, read and judged here."""
@@ -55,8 +55,8 @@ def block_partials(
         return iter(())
     columns = list(dict.fromkeys(columns))
     if window_rows(backend, contract, partitions) <= LOCAL_ROWS:
-        return iter([partial(read_columns(backend, contract, partitions, columns))])
-    ds = map_blocks(backend.read(contract, partitions, columns), partial)
+        return iter([per_block(read_columns(backend, contract, partitions, columns))])
+    ds = map_blocks(backend.read(contract, partitions, columns), per_block)
     return ds.iter_batches(batch_format="pyarrow", batch_size=None)
 
 
@@ -67,9 +67,9 @@ def key_duplicates(
     reduce: Callable[[pa.Table], pa.Table],
 ) -> Iterator[pa.Table]:
     """``reduce`` on groups of the window's key columns (and partition column, with
-    ``partitions``) in which every row sharing a key meets: an exchange by a hash of the first key
-    column, into buckets of about a million rows, so no task holds much more however big the day.
-    A window of at most ``LOCAL_ROWS`` rows is one group, read and reduced here."""
+    ``partitions``) in which every row sharing a key meets: an exchange by a hash of a key column
+    (not the partition column), into buckets of about a million rows, so no task holds much more
+    however big the day. A window of at most ``LOCAL_ROWS`` rows is one group, read and reduced here."""
     if not backend.exists(contract):
         return iter(())
     column = contract.partition_column if partitions is not None else None
@@ -77,5 +77,7 @@ def key_duplicates(
     rows = window_rows(backend, contract, partitions)
     if rows <= LOCAL_ROWS:
         return iter([reduce(read_columns(backend, contract, partitions, columns))])
-    ds = co_locate(backend.read(contract, partitions, columns), contract.keys[0], reduce, buckets_for(rows))
+    # Hashed on a key column other than the partition column: a day's rows all share that one.
+    spread = next((k for k in contract.keys if k != contract.partition_column), contract.keys[0])
+    ds = co_locate(backend.read(contract, partitions, columns), spread, reduce, buckets_for(rows))
     return ds.iter_batches(batch_format="pyarrow", batch_size=None)

@@ -1,8 +1,9 @@
-"""The checks' work on one block of stored rows, run in Ray tasks: each returns a small table of
-counts, sums and samples, which the check combines, so the rows themselves never reach the driver.
+"""The checks' work on one block of stored rows, run in Ray tasks (or, for a small window, in the
+driver): each returns a small table of counts, sums and samples, which the check combines, so a
+big window's rows never reach the driver.
 
-Every partial has a ``value`` column: the block's partition value as text (null for a table that
-is not partitioned, or a check over the whole table).
+The tallies and sums have a ``value`` column: the row's partition value as text (null for a table
+that is not partitioned, or a check over the whole table).
 """
 
 from __future__ import annotations
