@@ -456,18 +456,29 @@ class SqlWarehouse(Warehouse):
         return f"{sql} WHERE {where}" if where else sql
 
     def _shards(self, table: TableContract, partitions: Sequence[PartitionValue] | None) -> list[str | None]:
-        """WHERE clauses that split the table (or its given partitions) among read tasks."""
+        """WHERE clauses that split the table (or its given partitions) among read tasks: one per
+        partition, and a partition (or an unpartitioned table) of more than ``ROWS_PER_READ_TASK``
+        rows split further by a hash of an integer key, so no task holds a whole big day."""
         column = table.partition_column
-        if column is not None:
-            kind = table.schema.field(column).type
-            values = partition_strings(partitions) if partitions is not None else self.partitions(table)
-            return [f"{column} = {self.literal(v, kind)}" for v in values]
-        integer_keys = [k for k in table.keys if pa.types.is_integer(table.schema.field(k).type)]
-        buckets = self.row_count(table) // ROWS_PER_READ_TASK + 1
-        if not integer_keys or buckets == 1:
-            return [None]
-        bucket = self.bucket_expression(integer_keys[0], buckets)
-        return [f"{bucket} = {i}" for i in range(buckets)]
+        integer_keys = [
+            k for k in table.keys if k != column and pa.types.is_integer(table.schema.field(k).type)
+        ]
+
+        def split(rows: int, where: str | None) -> list[str | None]:
+            buckets = rows // ROWS_PER_READ_TASK + 1
+            if not integer_keys or buckets == 1:
+                return [where]
+            bucket = self.bucket_expression(integer_keys[0], buckets)
+            return [f"{where} AND {bucket} = {i}" if where else f"{bucket} = {i}" for i in range(buckets)]
+
+        if column is None:
+            return split(self.row_count(table), None)
+        kind = table.schema.field(column).type
+        counts = self.partition_row_counts(table)
+        values = partition_strings(partitions) if partitions is not None else sorted(counts)
+        return [
+            shard for v in values for shard in split(counts.get(v, 0), f"{column} = {self.literal(v, kind)}")
+        ]
 
     def read(
         self,
