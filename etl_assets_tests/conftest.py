@@ -18,6 +18,7 @@ from dagster_gcp import BigQueryResource
 from dagster_snowflake import SnowflakeResource
 
 from etl_assets import definitions
+from etl_assets.checks import window_reads
 from etl_assets.checks.rules import CHECKS
 from etl_assets.resources import RayResource, SourcesResource, WarehouseResource, learn_data_limits_sooner
 from etl_assets.sample_data import SampleSpec, generate
@@ -240,3 +241,24 @@ def warehouse_on(
     if kind == "delta_s3":
         return WarehouseResource(kind="delta", root=f"{request.getfixturevalue('s3')}/{name}/warehouse")
     return WarehouseResource(kind="delta", root=str(tmp_path / name))
+
+
+@pytest.fixture(params=["in_ray", "in_driver"])
+def checks_path(request, monkeypatch) -> Iterator[str]:
+    """Runs a check test twice: with every window judged in Ray, as a day of more than
+    ``LOCAL_ROWS`` rows is (and fails the test if no check went through Ray), and as the small
+    sample's windows are, in the driver."""
+    through_ray: list[str] = []
+    if request.param == "in_ray":
+        monkeypatch.setattr(window_reads, "LOCAL_ROWS", 0)
+        for name in ("map_blocks", "co_locate"):
+            real = getattr(window_reads, name)
+
+            def spy(*args, _real=real, _name=name, **kwargs):
+                through_ray.append(_name)
+                return _real(*args, **kwargs)
+
+            monkeypatch.setattr(window_reads, name, spy)
+    yield request.param
+    if request.param == "in_ray":
+        assert through_ray, "no window went through Ray"

@@ -9,7 +9,6 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
-from etl_assets.checks import window_reads
 from etl_assets.checks.rules import CHECKS
 from etl_assets.contracts import ALL_TABLES as CONTRACTS
 from etl_assets.contracts import (
@@ -200,12 +199,9 @@ def test_missing_lake_partition_fails_naming_the_path(sample_dir, tmp_path):
     assert sum(e.event_type_value == "STEP_UP_FOR_RETRY" for e in result.all_events) == 0
 
 
-@pytest.mark.parametrize("in_ray", [True, False])
 def test_checks_pass_on_the_sample_and_report_one_result_per_day(
-    sample_dir, full_warehouse, tmp_path, monkeypatch, in_ray
+    sample_dir, full_warehouse, tmp_path, checks_path
 ):
-    if in_ray:  # as a day of more than LOCAL_ROWS rows is checked
-        monkeypatch.setattr(window_reads, "LOCAL_ROWS", 0)
     warehouse = tmp_path / "warehouse"
     shutil.copytree(full_warehouse, warehouse)
     result = run_window(sample_dir, warehouse, day(0), day(1))

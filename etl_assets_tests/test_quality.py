@@ -12,7 +12,6 @@ import ray
 from deltalake import DeltaTable, write_deltalake
 
 from etl_assets import definitions
-from etl_assets.checks import window_reads
 from etl_assets.checks.rules import CHECKS
 from etl_assets.contracts import ORDERS, conform
 from etl_assets.contracts.validation import ContractViolation
@@ -73,12 +72,7 @@ def _corrupt(path: str, amount_rows: int, fax_rows: int) -> None:
     write_deltalake(path, table, mode="overwrite", partition_by=["order_date"])
 
 
-@pytest.mark.parametrize("in_ray", [True, False])
-def test_contract_check_counts_and_samples_rows_broken_after_the_load(
-    sample_dir, tmp_path, monkeypatch, in_ray
-):
-    if in_ray:  # as a day of more than LOCAL_ROWS rows is judged
-        monkeypatch.setattr(window_reads, "LOCAL_ROWS", 0)
+def test_contract_check_counts_and_samples_rows_broken_after_the_load(sample_dir, tmp_path, checks_path):
     warehouse = tmp_path / "w"
     assert run_window(sample_dir, warehouse, day(0), day(0), assets=[definitions.orders_and_rejects]).success
     path = str(warehouse / "orders")
@@ -255,12 +249,7 @@ def test_checks_read_each_partitions_duplicates_from_its_latest_materialization(
     assert latest_counts(events, ["b1"], EVENT_DUPLICATES) == {"b1": 11}
 
 
-@pytest.mark.parametrize("in_ray", [True, False])
-def test_key_check_finds_keys_repeated_after_the_load_within_their_day(
-    sample_dir, tmp_path, monkeypatch, in_ray
-):
-    if in_ray:  # as a day of more than LOCAL_ROWS rows is judged
-        monkeypatch.setattr(window_reads, "LOCAL_ROWS", 0)
+def test_key_check_finds_keys_repeated_after_the_load_within_their_day(sample_dir, tmp_path, checks_path):
     warehouse = tmp_path / "w"
     assert run_window(sample_dir, warehouse, day(0), day(1), assets=[definitions.orders_and_rejects]).success
     path = str(warehouse / "orders")

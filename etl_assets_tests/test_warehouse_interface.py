@@ -372,16 +372,12 @@ def test_a_task_retried_after_its_load_landed_adds_nothing(kind, request, tmp_pa
     assert result.tables["daily"].rows_written == 3
 
 
-@pytest.mark.parametrize("in_ray", [True, False])
-def test_checks_read_a_window_block_by_block_and_meet_each_key_in_one_task(place, monkeypatch, in_ray):
+def test_checks_read_a_window_block_by_block_and_meet_each_key_in_one_task(place, monkeypatch, checks_path):
     """What the checks read from every backend: each block of the asked partitions in a Ray task,
     and every row of a key (within its partition, or over the whole table) in one task of an
     exchange, however many buckets it has; or, for a small window, all of it in the driver."""
     from etl_assets.checks import window_reads
-
-    if in_ray:
-        monkeypatch.setattr(window_reads, "LOCAL_ROWS", 0)
-    from etl_assets.transforms.check_partials import duplicated_keys, partition_sums
+    from etl_assets.transforms.check_partials import partition_sums
 
     ids, days = [7, 1, 5, 7, 2, 7, 5, 9], [D2, D1, D2, D2, D2, D1, D1, D3]
     place.backend.replace_window(ray.data.from_arrow(rows(ids, days)), [DAILY], [D1, D2, D3])
@@ -394,13 +390,17 @@ def test_checks_read_a_window_block_by_block_and_meet_each_key_in_one_task(place
     wanted = {d: [i for i, day in zip(ids, days, strict=True) if day == d] for d in (D1, D2)}
     assert per_day == {d.isoformat(): (len(w), sum(w)) for d, w in wanted.items()}
 
-    def duplicates(partitions, keys):
-        reduce = partial(duplicated_keys, keys=keys)
-        found = list(window_reads.key_duplicates(place.backend, DAILY, partitions, reduce))
-        return sorted(pa.concat_tables(found).to_pylist(), key=lambda r: r["id"]) if found else []
+    def repeats(partitions):
+        """Per partition value: keys repeated, and the sampled keys with their counts."""
+        found: dict = {}
+        for part in window_reads.key_tallies(place.backend, DAILY, partitions):
+            for row in part.to_pylist():
+                repeated, samples = found.get(row["value"], (0, []))
+                found[row["value"]] = (repeated + row["repeated"], sorted([*samples, *row["samples"]]))
+        return found
 
-    # A bucket per row: a key's rows still meet. Within a day only 7 repeats (twice on D2; D3 is
-    # not asked for); over the whole table 5 and 7 do.
+    # In Ray, a bucket per row: a key's rows still meet. Within a day only 7 repeats (twice on D2;
+    # D3 is not asked for); over the whole table 5 and 7 do.
     monkeypatch.setattr(window_reads, "buckets_for", lambda count: max(count, 1))
-    assert duplicates([D1, D2], ["id", "day"]) == [{"id": 7, "day": D2, "count_all": 2}]
-    assert duplicates(None, ["id"]) == [{"id": 5, "count_all": 2}, {"id": 7, "count_all": 3}]
+    assert repeats([D1, D2]) == {D2.isoformat(): (1, ['{"id": 7, "count_all": 2}'])}
+    assert repeats(None) == {None: (2, ['{"id": 5, "count_all": 2}', '{"id": 7, "count_all": 3}'])}

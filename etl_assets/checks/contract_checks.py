@@ -4,15 +4,12 @@ Every check on a partitioned table reports one result per partition of the run.
 """
 
 import json
-from collections import Counter
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
 
 import dagster as dg
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from etl_assets.checks.partitioned import (
     CountKeys,
@@ -22,17 +19,17 @@ from etl_assets.checks.partitioned import (
     per_partition,
     whole,
 )
-from etl_assets.checks.window_reads import block_partials, key_duplicates
+from etl_assets.checks.window_reads import block_partials, key_tallies
 from etl_assets.contracts import TableContract
 from etl_assets.contracts.drift import schema_drift
 from etl_assets.contracts.validation import rule_catalog
 from etl_assets.partitions import DAILY, EVENT_BATCHES, window_days
 from etl_assets.resources import RayResource, WarehouseResource
 from etl_assets.transforms.check_partials import (
+    KEY_SAMPLE_ROWS,
     SAMPLE_ROWS,
-    duplicated_keys,
-    jsonable,
-    partition_text,
+    key_order,
+    merged,
     rule_tally,
 )
 from etl_assets.warehouse.base import PartitionValue, Warehouse
@@ -57,37 +54,24 @@ def run_partitions(
     return {key: key for key in context.partition_keys}
 
 
-@dataclass
-class _RuleTally:
-    rows: int = 0
-    counts: Counter = field(default_factory=Counter)
-    samples: dict = field(default_factory=dict)
-
-    def add(self, code: str | None, rows: int, samples: list[str]) -> None:
-        if code is None:
-            self.rows += rows
-            return
-        self.counts[code] += rows
-        # The smallest of the candidates each block offers, so the order blocks come back in does
-        # not change the sample.
-        self.samples[code] = sorted([*self.samples.get(code, []), *samples])[:SAMPLE_ROWS]
-
-    def outcome(self, contract: TableContract) -> Outcome:
-        rejecting = {r.code for r in contract.rules if r.rejects}
-        broken = {c for c in self.counts if c in rejecting}
-        severity = dg.AssetCheckSeverity.ERROR if broken or not self.counts else dg.AssetCheckSeverity.WARN
-        return Outcome(
-            passed=not self.counts,
-            severity=severity,
-            metadata={
-                "rows_checked": self.rows,
-                "rule_failures": dg.MetadataValue.json(dict(sorted(self.counts.items()))),
-                "failing_row_samples": dg.MetadataValue.json(
-                    {code: [json.loads(row) for row in rows] for code, rows in self.samples.items()}
-                ),
-                "rules_checked": len(contract.rules) - (1 if contract.key_rule_code else 0),
-            },
-        )
+def _rules_outcome(contract: TableContract, rows: int, failures: list[dict]) -> Outcome:
+    """``rows`` checked; ``failures``: per rule code broken, its failing ``rows`` and ``samples``."""
+    counts = {f["code"]: f["rows"] for f in sorted(failures, key=lambda f: f["code"])}
+    rejecting = {r.code for r in contract.rules if r.rejects}
+    broken = rejecting & set(counts)
+    severity = dg.AssetCheckSeverity.ERROR if broken or not counts else dg.AssetCheckSeverity.WARN
+    return Outcome(
+        passed=not counts,
+        severity=severity,
+        metadata={
+            "rows_checked": rows,
+            "rule_failures": dg.MetadataValue.json(counts),
+            "failing_row_samples": dg.MetadataValue.json(
+                {f["code"]: [json.loads(row) for row in f["samples"]] for f in failures}
+            ),
+            "rules_checked": len(contract.rules) - (1 if contract.key_rule_code else 0),
+        },
+    )
 
 
 def contract_outcomes(
@@ -98,14 +82,19 @@ def contract_outcomes(
     Each block is judged in a Ray task, which returns only its counts and samples (a small window
     in the driver, see ``block_partials``)."""
     column = contract.partition_column if partitions is not None else None
-    tallies: dict[str | None, _RuleTally] = {key: _RuleTally() for key in (partitions or {None: None})}
     key_of = {str(value): key for key, value in (partitions or {}).items()}
     values = list(partitions.values()) if partitions is not None else None
     judge = partial(rule_tally, contract=contract, column=column)
-    for tally in block_partials(backend, contract, values, contract.column_names, judge):
-        for row in tally.to_pylist():
-            tallies[key_of.get(row["value"])].add(row["code"], row["rows"], row["samples"])
-    return {key: tally.outcome(contract) for key, tally in tallies.items()}
+    tallies = block_partials(backend, contract, values, contract.column_names, judge)
+    rows: dict[str | None, int] = dict.fromkeys(partitions or {None: None}, 0)
+    failures: dict[str | None, list[dict]] = {key: [] for key in rows}
+    for found in merged(tallies, ["value", "code"], SAMPLE_ROWS):
+        key = key_of.get(found["value"])
+        if found["code"] is None:
+            rows[key] += found["rows"]
+        else:
+            failures[key].append(found)
+    return {key: _rules_outcome(contract, rows[key], failures[key]) for key in rows}
 
 
 def build_contract_rules_check(contract: TableContract) -> dg.AssetChecksDefinition:
@@ -156,44 +145,30 @@ def build_schema_check(contract: TableContract) -> dg.AssetChecksDefinition:
     return _check
 
 
-KEY_SAMPLE_ROWS = 5
-
-
-def _key_outcome(dupes: pa.Table) -> Outcome:
-    return Outcome(
-        passed=dupes.num_rows == 0,
-        metadata={
-            "duplicate_keys": dupes.num_rows,
-            "sample": dg.MetadataValue.json(
-                [jsonable(r) for r in dupes.slice(0, KEY_SAMPLE_ROWS).to_pylist()]
-            ),
-        },
-    )
-
-
 def key_outcomes(
     backend: Warehouse, contract: TableContract, partitions: Mapping[str, PartitionValue] | None
 ) -> dict[str | None, Outcome]:
     """Duplicate keys per partition (``partitions``, key -> value) or over the whole table
-    (``None``), found where the rows lie (``key_duplicates``): only duplicates reach the driver."""
-    keys = list(contract.keys)
-    column = contract.partition_column if partitions is not None else None
-    grouped = list(dict.fromkeys([*keys, *([column] if column else [])]))
+    (``None``), found where the rows lie (``key_tallies``): only counts and a few keys reach the
+    driver."""
+    key_of = {str(value): key for key, value in (partitions or {}).items()}
     values = list(partitions.values()) if partitions is not None else None
-    found = list(key_duplicates(backend, contract, values, partial(duplicated_keys, keys=grouped)))
-    # Nullable: a stored key that breaks its not-null rule is still counted, not a crash.
-    fields = [contract.schema.field(c).with_nullable(True) for c in grouped]
-    schema = pa.schema([*fields, ("count_all", pa.int64())])
-    dupes = pa.concat_tables([t.cast(schema) for t in found]) if found else schema.empty_table()
-    dupes = dupes.sort_by([(k, "ascending") for k in keys])
-    if partitions is None:
-        return {None: _key_outcome(dupes)}
-    spelled = partition_text(dupes, column)
-    outcomes = {}
-    for key, value in partitions.items():
-        of_value = dupes.filter(pc.equal(spelled, str(value)))
-        outcomes[key] = _key_outcome(of_value.drop_columns([column]) if column not in keys else of_value)
-    return outcomes
+    found: dict[str | None, dict] = {
+        key: {"repeated": 0, "samples": []} for key in (partitions or {None: None})
+    }
+    tallies = key_tallies(backend, contract, values)
+    for tally in merged(tallies, ["value"], KEY_SAMPLE_ROWS, key_order(contract.keys)):
+        found[key_of.get(tally["value"])] = tally
+    return {
+        key: Outcome(
+            passed=tally["repeated"] == 0,
+            metadata={
+                "duplicate_keys": tally["repeated"],
+                "sample": dg.MetadataValue.json([json.loads(row) for row in tally["samples"]]),
+            },
+        )
+        for key, tally in found.items()
+    }
 
 
 def build_key_unique_check(contract: TableContract, whole_table: bool = False) -> dg.AssetChecksDefinition:

@@ -46,6 +46,7 @@ from etl_assets.sources.orders_lake import inspect_days
 from etl_assets.transforms.check_partials import (
     ORPHAN_SAMPLE_ROWS,
     duplicated_keys,
+    merged,
     orphan_tally,
     partition_sums,
 )
@@ -133,16 +134,12 @@ def customer_orders_orphans(
     warehouse: WarehouseResource,
 ) -> CheckEvents:
     days = window_days(context)
-    found = {d.isoformat(): {"orders": 0, "orphans": 0, "samples": []} for d in days}
     sampled = ["order_id", "customer_id", "order_ts"]
     tally = partial(orphan_tally, column="order_date", sample_columns=sampled)
     columns = [*sampled, "is_orphan", "order_date"]
-    for part in block_partials(warehouse.backend(), CUSTOMER_ORDERS, days, columns, tally):
-        for row in part.to_pylist():
-            day = found[row["value"]]
-            day["orders"] += row["orders"]
-            day["orphans"] += row["orphans"]
-            day["samples"] = sorted([*day["samples"], *row["samples"]])[:ORPHAN_SAMPLE_ROWS]
+    tallies = block_partials(warehouse.backend(), CUSTOMER_ORDERS, days, columns, tally)
+    found = {d.isoformat(): {"orders": 0, "orphans": 0, "samples": []} for d in days}
+    found |= {day["value"]: day for day in merged(tallies, ["value"], ORPHAN_SAMPLE_ROWS)}
     outcomes = {}
     for key, day in found.items():
         rate = day["orphans"] / day["orders"] if day["orders"] else 0.0
@@ -163,16 +160,15 @@ def customer_orders_orphans(
 def _sums_by_day(
     backend: Warehouse, contract: TableContract, days: list[date], summed: list[str]
 ) -> dict[str, dict[str, float]]:
-    """Rows and the sums of ``summed`` per day of ``days``, added up from each block's."""
-    found = {d.isoformat(): {"rows": 0, **dict.fromkeys(summed, 0)} for d in days}
+    """Rows and the sums of ``summed`` (``<name>_sum``) per day of ``days``, added up from each
+    block's."""
     column = contract.partition_column
     sums = partial(partition_sums, column=column, summed=summed)
-    for part in block_partials(backend, contract, days, [*summed, column], sums):
-        for row in part.to_pylist():
-            day = found[row["value"]]
-            day["rows"] += row["rows"]
-            for name in summed:
-                day[name] += row[f"{name}_sum"] or 0
+    found = {d.isoformat(): {"rows": 0, **{f"{name}_sum": 0 for name in summed}} for d in days}
+    found |= {
+        day["value"]: day
+        for day in merged(block_partials(backend, contract, days, [*summed, column], sums), ["value"])
+    }
     return found
 
 
@@ -195,8 +191,8 @@ def daily_customer_metrics_reconcile(
     joined = _sums_by_day(backend, CUSTOMER_ORDERS, days, ["order_amount"])
     outcomes = {}
     for key, day in metrics.items():
-        spend, count = float(day["total_spend"]), int(day["order_count"])
-        amount, orders = float(joined[key]["order_amount"]), joined[key]["rows"]
+        spend, count = float(day["total_spend_sum"]), int(day["order_count_sum"])
+        amount, orders = float(joined[key]["order_amount_sum"]), joined[key]["rows"]
         tolerance = config.cents_per_row * max(day["rows"], 1)
         outcomes[key] = Outcome(
             passed=count == orders and abs(spend - amount) <= tolerance,

@@ -5,11 +5,13 @@ block in Ray tasks, so that a check of a day of any size holds no more in the dr
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 
 import pyarrow as pa
 
 from etl_assets.contracts import TableContract
 from etl_assets.ray_steps import buckets_for, co_locate, map_blocks
+from etl_assets.transforms.check_partials import key_tally
 from etl_assets.warehouse.base import PartitionValue, Warehouse
 
 
@@ -60,24 +62,23 @@ def block_partials(
     return ds.iter_batches(batch_format="pyarrow", batch_size=None)
 
 
-def key_duplicates(
-    backend: Warehouse,
-    contract: TableContract,
-    partitions: Sequence[PartitionValue] | None,
-    reduce: Callable[[pa.Table], pa.Table],
+def key_tallies(
+    backend: Warehouse, contract: TableContract, partitions: Sequence[PartitionValue] | None
 ) -> Iterator[pa.Table]:
-    """``reduce`` on groups of the window's key columns (and partition column, with
-    ``partitions``) in which every row sharing a key meets: an exchange by a hash of a key column
-    (not the partition column), into buckets of about a million rows, so no task holds much more
-    however big the day. A window of at most ``LOCAL_ROWS`` rows is one group, read and reduced here."""
+    """``key_tally`` of the window's keys (per partition, with ``partitions``; else over the whole
+    table) on groups of rows in which every row sharing a key meets: an exchange by a hash of a key
+    column (not the partition column) into buckets of about a million rows, so no task holds much
+    more however big the day, and only counts and a few keys reach the driver. A window of at most
+    ``LOCAL_ROWS`` rows is one group, read and tallied here."""
     if not backend.exists(contract):
         return iter(())
     column = contract.partition_column if partitions is not None else None
+    tally = partial(key_tally, keys=list(contract.keys), column=column)
     columns = list(dict.fromkeys([*contract.keys, *([column] if column else [])]))
     rows = window_rows(backend, contract, partitions)
     if rows <= LOCAL_ROWS:
-        return iter([reduce(read_columns(backend, contract, partitions, columns))])
+        return iter([tally(read_columns(backend, contract, partitions, columns))])
     # Hashed on a key column other than the partition column: a day's rows all share that one.
     spread = next((k for k in contract.keys if k != contract.partition_column), contract.keys[0])
-    ds = co_locate(backend.read(contract, partitions, columns), spread, reduce, buckets_for(rows))
+    ds = co_locate(backend.read(contract, partitions, columns), spread, tally, buckets_for(rows))
     return ds.iter_batches(batch_format="pyarrow", batch_size=None)

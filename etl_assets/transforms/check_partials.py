@@ -9,7 +9,7 @@ that is not partitioned, or a check over the whole table).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import date
 from decimal import Decimal
 
@@ -90,6 +90,56 @@ def duplicated_keys(table: pa.Table, keys: Sequence[str]) -> pa.Table:
     """Key values that occur more than once, with how often (``count_all``)."""
     counts = table.group_by(list(keys), use_threads=False).aggregate([([], "count_all")])
     return counts.filter(pc.greater(counts.column("count_all"), 1))
+
+
+KEY_SAMPLE_ROWS = 5
+KEY_TALLY = pa.schema([("value", pa.string()), ("repeated", pa.int64()), ("samples", pa.list_(pa.string()))])
+
+
+def key_tally(table: pa.Table, keys: Sequence[str], column: str | None) -> pa.Table:
+    """Per partition value of ``column`` (or over all of ``table``): how many ``keys`` occur more
+    than once, and the first ``KEY_SAMPLE_ROWS`` of them by key (as JSON: the keys and
+    ``count_all``). ``table`` must hold every row of each key it holds."""
+    grouped = list(dict.fromkeys([*keys, *([column] if column else [])]))
+    dupes = duplicated_keys(table, grouped).sort_by([(k, "ascending") for k in keys])
+    spelled = partition_text(dupes, column)
+    shown = [*keys, "count_all"]
+    rows = []
+    for value in pc.unique(spelled).to_pylist():
+        of_value = dupes.filter(pc.equal(spelled, value)) if column else dupes
+        samples = [
+            json.dumps(jsonable(r)) for r in of_value.select(shown).slice(0, KEY_SAMPLE_ROWS).to_pylist()
+        ]
+        rows.append({"value": value, "repeated": of_value.num_rows, "samples": samples})
+    return pa.Table.from_pylist(rows, schema=KEY_TALLY)
+
+
+def key_order(keys: Sequence[str]) -> Callable[[str], tuple]:
+    """The order of ``key_tally``'s samples (by key, nulls last), for ``merged``."""
+
+    def order(sample: str) -> tuple:
+        row = json.loads(sample)
+        return tuple((row[k] is None, row[k]) for k in keys)
+
+    return order
+
+
+def merged(
+    parts: Iterable[pa.Table], by: Sequence[str], keep: int = 0, order: Callable[[str], object] | None = None
+) -> list[dict]:
+    """Partial results added up per value of the ``by`` columns, whatever block they came from: the
+    other columns summed, and the ``samples`` lists merged, keeping the ``keep`` first by ``order``
+    (the text by default), so the order blocks come back in does not change the sample."""
+    held: dict[tuple, dict] = {}
+    for part in parts:
+        for row in part.to_pylist():
+            group = held.setdefault(tuple(row[c] for c in by), {c: row[c] for c in by})
+            for name, value in row.items():
+                if name == "samples":
+                    group[name] = sorted([*group.get(name, []), *value], key=order)[:keep]
+                elif name not in by:
+                    group[name] = group.get(name, 0) + (value or 0)
+    return list(held.values())
 
 
 def partition_sums(block: pa.Table, column: str, summed: Sequence[str]) -> pa.Table:
