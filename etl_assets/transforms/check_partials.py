@@ -79,8 +79,7 @@ def rule_tally(block: pa.Table, contract: TableContract, column: str | None) -> 
             *(grouped.column(c).to_pylist() for c in ("value", "code", "row_list"))
         ):
             samples = [
-                json.dumps(jsonable(block.slice(row, 1).to_pylist()[0]), sort_keys=True)
-                for row in failing[:SAMPLE_ROWS]
+                json.dumps(jsonable(block.slice(row, 1).to_pylist()[0])) for row in failing[:SAMPLE_ROWS]
             ]
             rows.append({"value": value, "code": code, "rows": len(failing), "samples": samples})
     return pa.Table.from_pylist(rows, schema=RULE_TALLY)
@@ -170,7 +169,7 @@ def orphan_tally(block: pa.Table, column: str, sample_columns: Sequence[str]) ->
         of_value = block.filter(pc.equal(spelled, value))
         orphans = of_value.filter(of_value.column("is_orphan"))
         samples = [
-            json.dumps(jsonable(r), sort_keys=True)
+            json.dumps(jsonable(r))
             for r in orphans.select(list(sample_columns)).slice(0, ORPHAN_SAMPLE_ROWS).to_pylist()
         ]
         rows.append(
