@@ -3,8 +3,10 @@
 import shutil
 import sqlite3
 from datetime import date
+from decimal import Decimal
 
 import dagster as dg
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
@@ -16,7 +18,15 @@ from etl_assets.checks.rules import CHECKS
 from etl_assets.contracts import ORDERS, conform
 from etl_assets.contracts.validation import ContractViolation
 from etl_assets.warehouse.delta import DeltaWarehouse
-from etl_assets_tests.conftest import DAILY_ASSETS, checks_on, day, read_table, resources, run_window
+from etl_assets_tests.conftest import (
+    DAILY_ASSETS,
+    SAMPLE_DAYS,
+    checks_on,
+    day,
+    read_table,
+    resources,
+    run_window,
+)
 
 
 def check_named(name: str):
@@ -281,3 +291,86 @@ def test_key_check_finds_keys_repeated_after_the_load_within_their_day(sample_di
         key=lambda r: r["order_id"],
     )
     assert found[day(1).isoformat()].passed
+
+
+def test_current_version_check_counts_customers_with_no_or_several_current_versions(
+    sample_dir, tmp_path, checks_path
+):
+    warehouse = tmp_path / "w"
+    crm = [definitions.raw_customers, definitions.customers]
+    assert run_window(
+        sample_dir, warehouse, day(0), day(SAMPLE_DAYS - 1), assets=crm, with_checks=False
+    ).success
+    path = str(warehouse / "customers")
+    table = DeltaTable(path).to_pyarrow_table()
+    ids = table.column("customer_id").to_pylist()
+    current = table.column("is_current").to_pylist()
+    versioned = sorted({i for i in ids if ids.count(i) > 1})
+    closed, demoted = versioned[:2]
+    # One customer loses its current version (its open row is left not current), another gets
+    # an old version marked current, a third has its current row stored twice.
+    old = next(n for n, (i, c) in enumerate(zip(ids, current)) if i == demoted and not c)
+    flags = [(c and i != closed) or n == old for n, (i, c) in enumerate(zip(ids, current))]
+    doubled = next(i for i in sorted(set(ids)) if i not in (closed, demoted))
+    table = table.set_column(
+        table.schema.get_field_index("is_current"), table.schema.field("is_current"), pa.array(flags)
+    )
+    twice = table.filter(pc.and_(pc.equal(table.column("customer_id"), doubled), table.column("is_current")))
+    table = pa.concat_tables([table, twice])
+    write_deltalake(path, table, mode="overwrite")
+
+    (found,) = run_check_alone(sample_dir, warehouse, "customers_one_current_version", crm[1], None)
+    frame = table.to_pandas()
+    per_customer = frame.groupby("customer_id")["is_current"].sum()
+    wrong = per_customer[per_customer != 1].sort_index()
+    assert not found.passed
+    assert {k: v.value for k, v in found.metadata.items() if k != "sample"} == {
+        "customers": len(per_customer),
+        "current_rows": int(frame["is_current"].sum()),
+        "customers_without_current": int((per_customer == 0).sum()),
+        "customers_with_several_current": int((per_customer > 1).sum()),
+        "open_rows_not_current": int((frame["valid_to"].isna() & ~frame["is_current"]).sum()),
+    }
+    assert (wrong == 0).sum() == 1 and (wrong > 1).sum() == 2
+    assert found.metadata["sample"].value == [
+        {"customer_id": int(k), "current_versions": int(v)} for k, v in wrong.head(5).items()
+    ]
+
+
+def test_transactions_reconciliation_names_each_status_that_differs_from_the_crm(
+    sample_dir, tmp_path, checks_path
+):
+    warehouse = tmp_path / "w"
+    assert dg.materialize([definitions.transactions], resources=resources(sample_dir, warehouse)).success
+    path = str(warehouse / "transactions")
+    table = DeltaTable(path).to_pyarrow_table()
+    statuses = sorted(set(table.column("status").to_pylist()))
+    status = table.column("status").to_pylist()
+    # A row of the first status lost, a cent added to a row of the second.
+    lost = status.index(statuses[0])
+    changed = status.index(statuses[1])
+    amounts = table.column("amount").to_pylist()
+    amounts[changed] += Decimal("0.01")
+    field = table.schema.field("amount")
+    table = table.set_column(table.schema.get_field_index("amount"), field, pa.array(amounts, field.type))
+    table = pa.concat_tables([table.slice(0, lost), table.slice(lost + 1)])
+    write_deltalake(path, table, mode="overwrite")
+
+    (found,) = run_check_alone(
+        sample_dir, warehouse, "transactions_reconcile_with_source", definitions.transactions, None
+    )
+    with sqlite3.connect(sample_dir / "sources" / "crm.db") as conn:
+        source = pd.DataFrame(
+            conn.execute("SELECT status, amount FROM transactions").fetchall(), columns=["status", "amount"]
+        )
+
+    def totals(frame: pd.DataFrame) -> dict:
+        amounts = frame["amount"].map(lambda a: Decimal(str(a)))
+        return {s: [int(len(g)), f"{amounts[g.index].sum():.2f}"] for s, g in frame.groupby("status")}
+
+    ours, theirs = totals(table.to_pandas()), totals(source)
+    assert not found.passed
+    assert found.metadata["differences"].value == {
+        s: {"source": theirs[s], "warehouse": ours[s]} for s in statuses[:2]
+    }
+    assert all(ours[s] == theirs[s] for s in statuses[2:])

@@ -6,7 +6,6 @@ from datetime import date
 from functools import partial
 
 import dagster as dg
-import pyarrow.compute as pc
 
 from etl_assets.checks.contract_checks import (
     CheckEvents,
@@ -23,7 +22,7 @@ from etl_assets.checks.partitioned import (
     latest_materializations,
     per_partition,
 )
-from etl_assets.checks.window_reads import block_partials, read_columns
+from etl_assets.checks.window_reads import block_partials, grouped_partials
 from etl_assets.contracts import (
     ALL_TABLES,
     CUSTOMER_ORDERS,
@@ -45,7 +44,9 @@ from etl_assets.sources.landing import batch_files, count_lines
 from etl_assets.sources.orders_lake import inspect_days
 from etl_assets.transforms.check_partials import (
     ORPHAN_SAMPLE_ROWS,
-    duplicated_keys,
+    VERSION_SAMPLE_ROWS,
+    current_versions_tally,
+    key_order,
     merged,
     orphan_tally,
     partition_sums,
@@ -209,24 +210,27 @@ def daily_customer_metrics_reconcile(
 @dg.asset_check(
     asset="customers",
     description="Every customer has exactly one current version, and only the current version "
-    "has no valid_to.",
+    "has no valid_to; reports the count of each fault and the first customers at fault.",
 )
-def customers_one_current_version(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    table = read_columns(warehouse.backend(), CUSTOMERS, None, ["customer_id", "is_current", "valid_to"])
-    current = table.filter(table.column("is_current"))
-    customers_n = len(pc.unique(table.column("customer_id")))
-    many = duplicated_keys(current.select(["customer_id"]), ["customer_id"])
-    open_not_current = table.filter(
-        pc.and_(pc.is_null(table.column("valid_to")), pc.invert(table.column("is_current")))
-    ).num_rows
-    passed = current.num_rows == customers_n and many.num_rows == 0 and open_not_current == 0
+def customers_one_current_version(
+    ray_cluster: RayResource, warehouse: WarehouseResource
+) -> dg.AssetCheckResult:
+    tally = partial(current_versions_tally, key="customer_id")
+    columns = ["customer_id", "is_current", "valid_to"]
+    parts = grouped_partials(warehouse.backend(), CUSTOMERS, None, columns, "customer_id", tally)
+    counted = ["entities", "current_rows", "without_current", "several_current", "open_not_current"]
+    found = dict.fromkeys(counted, 0) | {"samples": []}
+    for total in merged(parts, [], VERSION_SAMPLE_ROWS, key_order(["customer_id"])):  # one, or none
+        found |= total
     return dg.AssetCheckResult(
-        passed=passed,
+        passed=found["without_current"] == found["several_current"] == found["open_not_current"] == 0,
         metadata={
-            "customers": customers_n,
-            "current_rows": current.num_rows,
-            "customers_with_several_current": many.num_rows,
-            "open_rows_not_current": open_not_current,
+            "customers": found["entities"],
+            "current_rows": found["current_rows"],
+            "customers_without_current": found["without_current"],
+            "customers_with_several_current": found["several_current"],
+            "open_rows_not_current": found["open_not_current"],
+            "sample": dg.MetadataValue.json([json.loads(r) for r in found["samples"]]),
         },
     )
 
@@ -236,12 +240,12 @@ def customers_one_current_version(warehouse: WarehouseResource) -> dg.AssetCheck
     description="Per status, the warehouse's count and sum of amount equal the CRM's.",
 )
 def transactions_reconcile_with_source(
-    sources: SourcesResource, warehouse: WarehouseResource
+    ray_cluster: RayResource, sources: SourcesResource, warehouse: WarehouseResource
 ) -> dg.AssetCheckResult:
     source = source_totals_by_status(CrmDatabase(sources.crm_url))
-    table = read_columns(warehouse.backend(), TRANSACTIONS, None, ["status", "amount"])
-    grouped = table.group_by(["status"]).aggregate([("amount", "count"), ("amount", "sum")])
-    ours = {row["status"]: (row["amount_count"], f"{row['amount_sum']:.2f}") for row in grouped.to_pylist()}
+    sums = partial(partition_sums, column="status", summed=["amount"])
+    parts = block_partials(warehouse.backend(), TRANSACTIONS, None, ["status", "amount"], sums)
+    ours = {s["value"]: (s["rows"], f"{s['amount_sum'] or 0:.2f}") for s in merged(parts, ["value"])}
     differ = {
         status: {"source": source.get(status), "warehouse": ours.get(status)}
         for status in sorted(set(source) | set(ours), key=str)

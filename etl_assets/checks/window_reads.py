@@ -62,23 +62,38 @@ def block_partials(
     return ds.iter_batches(batch_format="pyarrow", batch_size=None)
 
 
+def grouped_partials(
+    backend: Warehouse,
+    contract: TableContract,
+    partitions: Sequence[PartitionValue] | None,
+    columns: Sequence[str],
+    spread: str,
+    per_group: Callable[[pa.Table], pa.Table],
+) -> Iterator[pa.Table]:
+    """``per_group`` on groups of the window's ``columns`` (or the whole table's) in which every row
+    sharing a ``spread`` value meets: an exchange by a hash of ``spread`` into buckets of about a
+    million rows, so no task holds much more however big the window, and only ``per_group``'s small
+    results reach the driver. A window of at most ``LOCAL_ROWS`` rows is one group, read and judged
+    here."""
+    if not backend.exists(contract):
+        return iter(())
+    columns = list(dict.fromkeys(columns))
+    rows = window_rows(backend, contract, partitions)
+    if rows <= LOCAL_ROWS:
+        return iter([per_group(read_columns(backend, contract, partitions, columns))])
+    ds = co_locate(backend.read(contract, partitions, columns), spread, per_group, buckets_for(rows))
+    return ds.iter_batches(batch_format="pyarrow", batch_size=None)
+
+
 def key_tallies(
     backend: Warehouse, contract: TableContract, partitions: Sequence[PartitionValue] | None
 ) -> Iterator[pa.Table]:
     """``key_tally`` of the window's keys (per partition, with ``partitions``; else over the whole
-    table) on groups of rows in which every row sharing a key meets: an exchange by a hash of a key
-    column (not the partition column) into buckets of about a million rows, so no task holds much
-    more however big the day, and only counts and a few keys reach the driver. A window of at most
-    ``LOCAL_ROWS`` rows is one group, read and tallied here."""
-    if not backend.exists(contract):
-        return iter(())
+    table), each key's rows meeting in one group (``grouped_partials``): only counts and a few keys
+    reach the driver."""
     column = contract.partition_column if partitions is not None else None
     tally = partial(key_tally, keys=list(contract.keys), column=column)
-    columns = list(dict.fromkeys([*contract.keys, *([column] if column else [])]))
-    rows = window_rows(backend, contract, partitions)
-    if rows <= LOCAL_ROWS:
-        return iter([tally(read_columns(backend, contract, partitions, columns))])
     # Hashed on a key column other than the partition column: a day's rows all share that one.
     spread = next((k for k in contract.keys if k != contract.partition_column), contract.keys[0])
-    ds = co_locate(backend.read(contract, partitions, columns), spread, tally, buckets_for(rows))
-    return ds.iter_batches(batch_format="pyarrow", batch_size=None)
+    columns = [*contract.keys, *([column] if column else [])]
+    return grouped_partials(backend, contract, partitions, columns, spread, tally)

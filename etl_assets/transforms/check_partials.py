@@ -176,3 +176,46 @@ def orphan_tally(block: pa.Table, column: str, sample_columns: Sequence[str]) ->
             {"value": value, "orders": of_value.num_rows, "orphans": orphans.num_rows, "samples": samples}
         )
     return pa.Table.from_pylist(rows, schema=ORPHAN_TALLY)
+
+
+VERSION_SAMPLE_ROWS = 5
+VERSION_TALLY = pa.schema(
+    [
+        ("entities", pa.int64()),
+        ("current_rows", pa.int64()),
+        ("without_current", pa.int64()),
+        ("several_current", pa.int64()),
+        ("open_not_current", pa.int64()),
+        # Entities whose count of current versions is not one, as JSON text.
+        ("samples", pa.list_(pa.string())),
+    ]
+)
+
+
+def current_versions_tally(table: pa.Table, key: str) -> pa.Table:
+    """One row of counts over an SCD2 table's versions (``key``, ``is_current``, ``valid_to``):
+    entities, current rows, entities with no current version or several, open rows (no
+    ``valid_to``) not marked current, and the first ``VERSION_SAMPLE_ROWS`` wrong entities by key.
+    ``table`` must hold every version of each entity it holds."""
+    current = pc.fill_null(table.column("is_current"), False)
+    per_key = (
+        pa.table({key: table.column(key), "current": pc.cast(current, pa.int64())})
+        .group_by([key], use_threads=False)
+        .aggregate([("current", "sum")])
+    )
+    versions = per_key.column("current_sum")
+    wrong = per_key.filter(pc.not_equal(versions, 1)).sort_by([(key, "ascending")])
+    samples = [
+        json.dumps(jsonable({key: row[key], "current_versions": row["current_sum"]}))
+        for row in wrong.slice(0, VERSION_SAMPLE_ROWS).to_pylist()
+    ]
+    open_rows = pc.is_null(table.column("valid_to"))
+    row = {
+        "entities": per_key.num_rows,
+        "current_rows": pc.sum(pc.cast(current, pa.int64())).as_py() or 0,
+        "without_current": pc.sum(pc.equal(versions, 0)).as_py() or 0,
+        "several_current": pc.sum(pc.greater(versions, 1)).as_py() or 0,
+        "open_not_current": pc.sum(pc.and_(open_rows, pc.invert(current))).as_py() or 0,
+        "samples": samples,
+    }
+    return pa.Table.from_pylist([row], schema=VERSION_TALLY)
