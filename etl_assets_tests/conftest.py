@@ -243,22 +243,28 @@ def warehouse_on(
     return WarehouseResource(kind="delta", root=str(tmp_path / name))
 
 
+def judge_windows_in_ray(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Has every check judge its window in Ray tasks, as a window of more than ``LOCAL_ROWS`` rows
+    is; returns the list of the Ray steps the checks then use (``map_blocks``, ``co_locate``)."""
+    through_ray: list[str] = []
+    monkeypatch.setattr(window_reads, "LOCAL_ROWS", 0)
+    for name in ("map_blocks", "co_locate"):
+        real = getattr(window_reads, name)
+
+        def spy(*args, _real=real, _name=name, **kwargs):
+            through_ray.append(_name)
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(window_reads, name, spy)
+    return through_ray
+
+
 @pytest.fixture(params=["in_ray", "in_driver"])
 def checks_path(request, monkeypatch) -> Iterator[str]:
     """Runs a check test twice: with every window judged in Ray, as a day of more than
     ``LOCAL_ROWS`` rows is (and fails the test if no check went through Ray), and as the small
     sample's windows are, in the driver."""
-    through_ray: list[str] = []
-    if request.param == "in_ray":
-        monkeypatch.setattr(window_reads, "LOCAL_ROWS", 0)
-        for name in ("map_blocks", "co_locate"):
-            real = getattr(window_reads, name)
-
-            def spy(*args, _real=real, _name=name, **kwargs):
-                through_ray.append(_name)
-                return _real(*args, **kwargs)
-
-            monkeypatch.setattr(window_reads, name, spy)
+    through_ray = judge_windows_in_ray(monkeypatch) if request.param == "in_ray" else []
     yield request.param
     if request.param == "in_ray":
         assert through_ray, "no window went through Ray"

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
-from deltalake import DeltaTable
+from deltalake import DeltaTable, write_deltalake
 
 from etl_assets import definitions
 from etl_assets.automation import events_landing_sensor
@@ -32,6 +34,14 @@ def batches_of(data_dir: Path) -> list[str]:
     return sorted(p.name for p in (data_dir / "sources" / "landing" / "events").iterdir())
 
 
+def resources_for(data_dir: Path, warehouse: Path) -> dict:
+    return {
+        "ray_cluster": RayResource(),
+        "sources": SourcesResource(crm_url="sqlite:///unused.db", data_dir=str(data_dir)),
+        "warehouse": WarehouseResource(root=str(warehouse)),
+    }
+
+
 def load(
     data_dir: Path,
     warehouse: Path,
@@ -40,11 +50,7 @@ def load(
     checks=False,
     expect_success=True,
 ):
-    resources = {
-        "ray_cluster": RayResource(),
-        "sources": SourcesResource(crm_url="sqlite:///unused.db", data_dir=str(data_dir)),
-        "warehouse": WarehouseResource(root=str(warehouse)),
-    }
+    resources = resources_for(data_dir, warehouse)
     instance.add_dynamic_partitions("event_batches", batch_ids)
     results = []
     for batch_id in batch_ids:
@@ -267,3 +273,63 @@ def test_a_multi_batch_run_accounts_for_every_line_of_each_batch(landing_copy, t
         assert (
             reported[("events_rejects", b)]["dagster/partition_row_count"].value == own["rows_rejected"].value
         )
+
+
+def test_batch_checks_judge_each_batch_in_ray_or_the_driver_and_keys_across_batches(
+    landing_copy, tmp_path, checks_path
+):
+    batches = batches_of(landing_copy)[:2]
+    instance = dg.DagsterInstance.ephemeral()
+    load(landing_copy, tmp_path / "w", batches, instance)
+    events_path, hourly_path = str(tmp_path / "w" / "events"), str(tmp_path / "w" / "hourly_user_metrics")
+    events = DeltaTable(events_path).to_pyarrow_table()
+    first, second = (events.filter(pc.equal(events.column("batch_id"), b)) for b in batches)
+    # An event of the first batch stored again in the second; two of the second's with a negative
+    # duration; an hourly row stored twice.
+    batch = events.schema.get_field_index("batch_id")
+    copied = first.take([0]).set_column(batch, events.schema.field(batch), pa.array([batches[1]]))
+    durations = second.column("session_duration").to_pylist()
+    durations[:2] = [-1.0, -2.0]
+    duration = events.schema.get_field_index("session_duration")
+    second = second.set_column(duration, events.schema.field(duration), pa.array(durations, pa.float64()))
+    stored = pa.concat_tables([first, second, copied])
+    write_deltalake(events_path, stored, mode="overwrite", partition_by=["batch_id"])
+    hourly = DeltaTable(hourly_path).to_pyarrow_table()
+    write_deltalake(hourly_path, pa.concat_tables([hourly, hourly.take([0])]), mode="overwrite")
+
+    def run_checks(names: list[str], batch_id: str) -> dict:
+        """The named checks alone in a batch's run, as the UI's "Execute check" runs them."""
+        checks = [c for c in CHECKS if c.check_key.name in names]
+        defs = dg.Definitions(
+            assets=EVENT_ASSETS, asset_checks=checks, resources=resources_for(landing_copy, tmp_path / "w")
+        )
+        result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+            partition_key=batch_id,
+            instance=instance,
+            op_selection=[f"{c.check_key.asset_key.path[-1]}_{c.check_key.name}" for c in checks],
+            raise_on_error=False,
+        )
+        return {(e.check_name, e.partition): e for e in result.get_asset_check_evaluations()}
+
+    found = run_checks(["events_contract_rules"], batches[0])
+    found |= run_checks(
+        ["events_contract_rules", "events_key_unique", "hourly_user_metrics_key_unique"], batches[1]
+    )
+    clean, broken = found[("events_contract_rules", batches[0])], found[("events_contract_rules", batches[1])]
+    assert clean.passed and clean.metadata["rows_checked"].value == first.num_rows
+    assert not broken.passed and broken.metadata["rows_checked"].value == second.num_rows + 1
+    assert broken.metadata["rule_failures"].value == {"session_duration.greater_than_or_equal_to": 2}
+    samples = broken.metadata["failing_row_samples"].value["session_duration.greater_than_or_equal_to"]
+    assert sorted(row["session_duration"] for row in samples) == [-2.0, -1.0]
+
+    ids = pd.Series(stored.column("event_id").to_pylist()).value_counts()
+    repeated = ids[ids > 1]
+    keys = found[("events_key_unique", None)]
+    assert not keys.passed and keys.metadata["duplicate_keys"].value == len(repeated) == 1
+    assert keys.metadata["sample"].value == [{"event_id": repeated.index[0], "count_all": 2}]
+    hourly_keys = found[("hourly_user_metrics_key_unique", None)]
+    twice = hourly.take([0]).select(["event_hour", "user_id"]).to_pylist()[0]
+    assert not hourly_keys.passed and hourly_keys.metadata["duplicate_keys"].value == 1
+    assert hourly_keys.metadata["sample"].value == [
+        {"event_hour": twice["event_hour"].isoformat(), "user_id": twice["user_id"], "count_all": 2}
+    ]

@@ -1,17 +1,22 @@
 """The fast kernels behind the performance work, each against a plain independent computation."""
 
+import json
 from datetime import UTC, datetime
+from functools import partial
 
 import numpy as np
 import pandas as pd
 import polars as pl
 import pyarrow as pa
 import pytest
+import ray
 
 from etl_assets.contracts import CUSTOMERS, ORDERS, conform
 from etl_assets.contracts.validation import repeated_keys, spread_lists
+from etl_assets.ray_steps import co_locate
 from etl_assets.sizing import runs
 from etl_assets.sources.orders_lake import BUCKET_ROWS, SPLIT_ROWS, LakeDay, buckets_per_day
+from etl_assets.transforms.check_partials import KEY_SAMPLE_ROWS, key_order, key_tally, merged
 from etl_assets.transforms.common import (
     first_copy_of_each_row,
     first_row_of_each_group,
@@ -157,3 +162,28 @@ def test_rounding_to_the_cent_gives_one_double_whatever_the_summing_order():
     rounded = round_to(pa.array(sums), 2).to_pylist()
     assert set(rounded) == {round(sum(amounts.tolist()), 2)}
     assert round_to(pa.array([173.44999999999999, 173.45000000000002]), 2).to_pylist() == [173.45, 173.45]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_key_tallies_of_buckets_merged_in_any_order_count_null_keys_as_pandas_does(seed):
+    rng = np.random.default_rng(seed)
+    table = lake_rows(rng, 3000).select(["order_id"])
+    table = table.append_column("day", pa.array(rng.choice(["2024-01-01", "2024-01-02"], table.num_rows)))
+    tally = partial(key_tally, keys=["order_id"], column="day")
+    ds = co_locate(ray.data.from_arrow(table), "order_id", tally, buckets=7)
+    parts = list(ds.iter_batches(batch_format="pyarrow", batch_size=None))
+    rng.shuffle(parts)
+    found = {t["value"]: t for t in merged(parts, ["value"], KEY_SAMPLE_ROWS, key_order(["order_id"]))}
+
+    counts = table.to_pandas().groupby(["day", "order_id"], dropna=False).size()
+    repeated = counts[counts > 1].reset_index(name="count_all")
+    assert repeated["order_id"].isna().any()  # null ids repeat, and count as one key per day
+    for value, rows in repeated.groupby("day"):
+        rows = rows.assign(null=rows["order_id"].isna()).sort_values(["null", "order_id"])
+        first = [
+            {"order_id": None if pd.isna(i) else int(i), "count_all": int(c)}
+            for i, c in zip(rows["order_id"][:KEY_SAMPLE_ROWS], rows["count_all"][:KEY_SAMPLE_ROWS])
+        ]
+        assert found[value]["repeated"] == len(rows)
+        assert [json.loads(s) for s in found[value]["samples"]] == first
+    assert set(found) == set(repeated["day"])

@@ -74,6 +74,15 @@ def _rules_outcome(contract: TableContract, rows: int, failures: list[dict]) -> 
     )
 
 
+def _asked(
+    partitions: Mapping[str, PartitionValue] | None,
+) -> tuple[dict[str, str], list[PartitionValue] | None]:
+    """The partition key of each value as the tallies spell it (``value``), and the values to read
+    (``None``: the whole table)."""
+    key_of = {str(value): key for key, value in (partitions or {}).items()}
+    return key_of, list(partitions.values()) if partitions is not None else None
+
+
 def contract_outcomes(
     backend: Warehouse, contract: TableContract, partitions: Mapping[str, PartitionValue] | None
 ) -> dict[str | None, Outcome]:
@@ -82,8 +91,7 @@ def contract_outcomes(
     Each block is judged in a Ray task, which returns only its counts and samples (a small window
     in the driver, see ``block_partials``)."""
     column = contract.partition_column if partitions is not None else None
-    key_of = {str(value): key for key, value in (partitions or {}).items()}
-    values = list(partitions.values()) if partitions is not None else None
+    key_of, values = _asked(partitions)
     judge = partial(rule_tally, contract=contract, column=column)
     tallies = block_partials(backend, contract, values, contract.column_names, judge)
     rows: dict[str | None, int] = dict.fromkeys(partitions or {None: None}, 0)
@@ -151,8 +159,7 @@ def key_outcomes(
     """Duplicate keys per partition (``partitions``, key -> value) or over the whole table
     (``None``), found where the rows lie (``key_tallies``): only counts and a few keys reach the
     driver."""
-    key_of = {str(value): key for key, value in (partitions or {}).items()}
-    values = list(partitions.values()) if partitions is not None else None
+    key_of, values = _asked(partitions)
     found: dict[str | None, dict] = {
         key: {"repeated": 0, "samples": []} for key in (partitions or {None: None})
     }
