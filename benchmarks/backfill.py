@@ -30,12 +30,11 @@ from pathlib import Path
 
 import dagster as dg
 
-from benchmarks.daily_chain import platform_resources
+from benchmarks.daily_chain import checks_of, platform_resources
 from benchmarks.machine import machine
 from benchmarks.private_ray import private_ray
 from benchmarks.samples import DAY, HERE, sample
 from etl_assets import definitions
-from etl_assets.checks.rules import CHECKS
 
 ASSETS = [
     definitions.raw_customers,
@@ -44,8 +43,7 @@ ASSETS = [
     definitions.customer_orders,
     definitions.daily_customer_metrics,
 ]
-KEYS = {key for asset in ASSETS for key in asset.keys}
-ASSET_CHECKS = [c for c in CHECKS if any(k.asset_key in KEYS for k in c.check_keys)]
+ASSET_CHECKS = checks_of(ASSETS)
 
 
 ASSET_STEPS = {asset.node_def.name for asset in ASSETS}

@@ -2,9 +2,11 @@
 
     python -m benchmarks.memory --orders 1000000 10000000 100000000
 
-Runs orders -> customer_orders -> daily_customer_metrics through ``dagster.materialize`` on a
-private Ray whose object store is capped (``--object-store-mb``; it spills to disk beyond, with
-``--spill-workers`` processes spilling and as many restoring: ``RayResource.spill_workers``), with
+Runs orders -> customer_orders -> daily_customer_metrics and their checks (as a daily run from
+the UI or the schedule does; ``--without-checks`` for the chain alone) through
+``dagster.materialize`` on a private Ray whose object store is capped (``--object-store-mb``; it
+spills to disk beyond, with ``--spill-workers`` processes spilling and as many restoring:
+``RayResource.spill_workers``), with
 the `customers` dimension built beforehand. Peak RSS is sampled every 50 ms and summed over every
 process of the run: the driver, the raylet, the GCS, every Ray worker (the object store's shared
 pages count in the RSS of each process that maps them, so the sum overstates, never understates);
@@ -26,7 +28,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from benchmarks.chain_peers import lake_files
-from benchmarks.daily_chain import CHAIN, DIMENSION, run_platform
+from benchmarks.daily_chain import CHAIN, DIMENSION, checks_of, run_platform
 from benchmarks.machine import machine
 from benchmarks.private_ray import private_ray
 from benchmarks.rss import peak_rss
@@ -69,9 +71,11 @@ def main() -> None:
     # cap and the number of spill and restore processes weigh on the sum several times over.
     parser.add_argument("--object-store-mb", type=int, default=128)
     parser.add_argument("--spill-workers", type=int, default=1)
+    parser.add_argument("--without-checks", action="store_true", help="the chain's assets alone")
     parser.add_argument("--work", type=Path, default=HERE / "work")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "memory.json")
     args = parser.parse_args()
+    run = CHAIN if args.without_checks else CHAIN + checks_of(CHAIN)
     sizes = []
     for orders in args.orders:
         root = big_sample(args.work / f"memory_{orders}", orders)
@@ -82,7 +86,7 @@ def main() -> None:
             steps: dict = {}
             with peak_rss(with_pss=True) as peak:
                 start = time.perf_counter()
-                run_platform(root, warehouse, CHAIN, steps)
+                run_platform(root, warehouse, run, steps)
                 wall = time.perf_counter() - start
         size = {
             "orders_per_day": orders,
@@ -103,6 +107,7 @@ def main() -> None:
         "machine": machine(),
         "object_store_mb": args.object_store_mb,
         "spill_workers": args.spill_workers,
+        "checks": [] if args.without_checks else [k.name for c in checks_of(CHAIN) for k in c.check_keys],
         "sizes": sizes,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -142,8 +142,8 @@ def merged(
 
 
 def partition_sums(block: pa.Table, column: str, summed: Sequence[str]) -> pa.Table:
-    """Per partition value (``value``): its rows (``rows``) and the sum of each ``summed`` column
-    (``<name>_sum``)."""
+    """Per value of ``column`` as text (``value``: a partition's, or a status'): its rows
+    (``rows``) and the sum of each ``summed`` column (``<name>_sum``)."""
     table = pa.table({"value": partition_text(block, column), **{c: block.column(c) for c in summed}})
     aggregates = [([], "count_all"), *((c, "sum") for c in summed)]
     sums = table.group_by(["value"], use_threads=False).aggregate(aggregates)
