@@ -30,11 +30,12 @@ from pathlib import Path
 
 import dagster as dg
 
-from benchmarks.daily_chain import checks_of, platform_resources
+from benchmarks.daily_chain import platform_resources
 from benchmarks.machine import machine
 from benchmarks.private_ray import private_ray
 from benchmarks.samples import DAY, HERE, sample
 from etl_assets import definitions
+from etl_assets.checks.rules import checks_of
 
 ASSETS = [
     definitions.raw_customers,

@@ -25,17 +25,10 @@ from benchmarks.private_ray import private_ray
 from benchmarks.rss import peak_rss
 from benchmarks.samples import DAY, HERE, sample
 from etl_assets import definitions
-from etl_assets.checks.rules import CHECKS
 from etl_assets.resources import RayResource, SourcesResource, WarehouseResource
 
 CHAIN = [definitions.orders_and_rejects, definitions.customer_orders, definitions.daily_customer_metrics]
 DIMENSION = [definitions.raw_customers, definitions.customers]
-
-
-def checks_of(assets: list) -> list:
-    """The platform's checks of ``assets``: what a run of them from the UI or a schedule runs too."""
-    keys = {key for asset in assets for key in asset.keys}
-    return [c for c in CHECKS if any(k.asset_key in keys for k in c.check_keys)]
 
 
 def platform_resources(root: Path, warehouse: Path) -> dict:

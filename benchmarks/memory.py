@@ -28,11 +28,12 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from benchmarks.chain_peers import lake_files
-from benchmarks.daily_chain import CHAIN, DIMENSION, checks_of, run_platform
+from benchmarks.daily_chain import CHAIN, DIMENSION, run_platform
 from benchmarks.machine import machine
 from benchmarks.private_ray import private_ray
 from benchmarks.rss import peak_rss
 from benchmarks.samples import DAY, HERE, sample
+from etl_assets.checks.rules import checks_of
 from etl_assets.sample_data import SampleSpec, generate_customers, generate_orders_day
 
 CHUNK = 10_000_000

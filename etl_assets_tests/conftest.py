@@ -19,7 +19,7 @@ from dagster_snowflake import SnowflakeResource
 
 from etl_assets import definitions
 from etl_assets.checks import window_reads
-from etl_assets.checks.rules import CHECKS
+from etl_assets.checks.rules import checks_of
 from etl_assets.resources import RayResource, SourcesResource, WarehouseResource, learn_data_limits_sooner
 from etl_assets.sample_data import SampleSpec, generate
 from etl_assets_tests.emulators.servers import (
@@ -99,12 +99,6 @@ def resources(sample: Path | str, warehouse: Path | WarehouseResource, crm_url: 
     }
 
 
-def checks_on(assets: list) -> list:
-    """The platform's checks that target one of ``assets``."""
-    keys = {key for a in assets for key in a.keys}
-    return [c for c in CHECKS if any(k.asset_key in keys for k in c.check_keys)]
-
-
 def run_window(
     sample: Path | str,
     warehouse: Path | WarehouseResource,
@@ -118,7 +112,7 @@ def run_window(
     """Materialize ``assets`` (default: the whole daily pipeline) for ``first..last`` in one run."""
     selected = list(assets or DAILY_ASSETS)
     return dg.materialize(
-        selected + (checks_on(selected) if with_checks else []),
+        selected + (checks_of(selected) if with_checks else []),
         resources=resources(sample, warehouse, crm_url),
         tags={
             "dagster/asset_partition_range_start": first.isoformat(),

@@ -14,14 +14,13 @@ import ray
 from deltalake import DeltaTable, write_deltalake
 
 from etl_assets import definitions
-from etl_assets.checks.rules import CHECKS
+from etl_assets.checks.rules import CHECKS, checks_of
 from etl_assets.contracts import ORDERS, conform
 from etl_assets.contracts.validation import ContractViolation
 from etl_assets.warehouse.delta import DeltaWarehouse
 from etl_assets_tests.conftest import (
     DAILY_ASSETS,
     SAMPLE_DAYS,
-    checks_on,
     day,
     read_table,
     resources,
@@ -49,7 +48,7 @@ def run_check_alone(sample, warehouse, check_name: str, asset, partition_key: st
 def test_a_blocking_reject_rate_failure_stops_downstream_assets_in_the_same_run(sample_dir, tmp_path):
     # Any rejected row breaks a zero threshold, so the check fails on both days of the run.
     result = dg.materialize(
-        DAILY_ASSETS + checks_on(DAILY_ASSETS),
+        DAILY_ASSETS + checks_of(DAILY_ASSETS),
         resources=resources(sample_dir, tmp_path / "w"),
         tags={
             "dagster/asset_partition_range_start": day(0).isoformat(),
@@ -374,3 +373,17 @@ def test_transactions_reconciliation_names_each_status_that_differs_from_the_crm
         s: {"source": theirs[s], "warehouse": ours[s]} for s in statuses[:2]
     }
     assert all(ours[s] == theirs[s] for s in statuses[2:])
+
+
+@pytest.mark.parametrize(
+    ("check_name", "asset"),
+    [
+        ("customers_one_current_version", definitions.customers),
+        ("transactions_reconcile_with_source", definitions.transactions),
+    ],
+)
+def test_a_whole_table_check_of_a_table_never_built_fails_naming_it(sample_dir, tmp_path, check_name, asset):
+    (found,) = run_check_alone(sample_dir, tmp_path / "empty", check_name, asset, None)
+    assert not found.passed
+    table = asset.key.path[-1]
+    assert found.metadata["problem"].value == f"the table {table} does not exist in the warehouse"

@@ -1,12 +1,14 @@
 """Transforms on hand-made Arrow tables: no Ray, no Dagster."""
 
 from datetime import UTC, date, datetime
+from decimal import Decimal
 
 import pandas as pd
 import pyarrow as pa
 import pytest
 
 from etl_assets.contracts import ORDERS, conform
+from etl_assets.transforms.common import cents_text
 from etl_assets.transforms.customer_orders import join_point_in_time, prepare_dimension
 from etl_assets.transforms.customers import (
     SOURCE_COLUMNS,
@@ -277,3 +279,17 @@ def test_conform_names_the_column_that_does_not_fit():
     bad = lake_day([(1, 1, ts(2), 5.0)], date(2024, 1, 2)).set_column(3, "order_amount", pa.array(["five"]))
     with pytest.raises(ValueError, match=r"orders\.order_amount: cannot cast string"):
         conform(bad, ORDERS)
+
+
+@pytest.mark.parametrize(
+    ("total", "text"),
+    [
+        (0.1 + 0.2, "0.30"),  # a float sum's error is not a cent
+        (-0.0, "0.00"),  # a float zero's sign is no difference from an exact zero
+        (None, "0.00"),  # SUM over no amount
+        (Decimal("-12.30"), "-12.30"),
+        (1234567.891, "1234567.89"),
+    ],
+)
+def test_totals_from_either_system_are_spelled_to_the_cent_alike(total, text):
+    assert cents_text(total) == text

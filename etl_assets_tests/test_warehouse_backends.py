@@ -107,7 +107,7 @@ def backend(request, small_sample, tmp_path) -> Backend:
 
 
 # Checks whose figures come from the stored rows alone (not from earlier materializations).
-READ_ROWS = ("_contract_rules", "_key_unique", "_orphans", "_reconcile", "_version", "_with_source")
+READ_ROWS = ("_contract_rules", "_key_unique", "_orphans", "_reconcile", "_version")
 
 
 def row_verdicts(result: dg.ExecuteInProcessResult) -> dict:

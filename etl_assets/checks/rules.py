@@ -22,7 +22,7 @@ from etl_assets.checks.partitioned import (
     latest_materializations,
     per_partition,
 )
-from etl_assets.checks.window_reads import block_partials, grouped_partials
+from etl_assets.checks.window_reads import block_partials
 from etl_assets.contracts import (
     ALL_TABLES,
     CUSTOMER_ORDERS,
@@ -51,6 +51,7 @@ from etl_assets.transforms.check_partials import (
     orphan_tally,
     partition_sums,
 )
+from etl_assets.transforms.common import cents_text
 from etl_assets.transforms.events import DUPLICATES_DROPPED, LEGACY_DUPLICATES_PER_BATCH
 from etl_assets.transforms.orders import DUPLICATES_COLLAPSED, LEGACY_DUPLICATES_PER_DAY
 from etl_assets.warehouse.base import Warehouse
@@ -207,17 +208,27 @@ def daily_customer_metrics_reconcile(
     yield from per_partition(context, outcomes)
 
 
+def _missing(contract: TableContract) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        passed=False, metadata={"problem": f"the table {contract.name} does not exist in the warehouse"}
+    )
+
+
 @dg.asset_check(
     asset="customers",
     description="Every customer has exactly one current version, and only the current version "
-    "has no valid_to; reports the count of each fault and the first customers at fault.",
+    "has no valid_to (a current version with a valid_to breaks the contract rule is_current.iff_open); "
+    "reports the count of each fault and the first customers at fault.",
 )
 def customers_one_current_version(
     ray_cluster: RayResource, warehouse: WarehouseResource
 ) -> dg.AssetCheckResult:
+    backend = warehouse.backend()
+    if not backend.exists(CUSTOMERS):
+        return _missing(CUSTOMERS)
     tally = partial(current_versions_tally, key="customer_id")
     columns = ["customer_id", "is_current", "valid_to"]
-    parts = grouped_partials(warehouse.backend(), CUSTOMERS, None, columns, "customer_id", tally)
+    parts = block_partials(backend, CUSTOMERS, None, columns, tally, spread="customer_id")
     counted = ["entities", "current_rows", "without_current", "several_current", "open_not_current"]
     found = dict.fromkeys(counted, 0) | {"samples": []}
     for total in merged(parts, [], VERSION_SAMPLE_ROWS, key_order(["customer_id"])):  # one, or none
@@ -242,10 +253,13 @@ def customers_one_current_version(
 def transactions_reconcile_with_source(
     ray_cluster: RayResource, sources: SourcesResource, warehouse: WarehouseResource
 ) -> dg.AssetCheckResult:
+    backend = warehouse.backend()
+    if not backend.exists(TRANSACTIONS):
+        return _missing(TRANSACTIONS)
     source = source_totals_by_status(CrmDatabase(sources.crm_url))
     sums = partial(partition_sums, column="status", summed=["amount"])
-    parts = block_partials(warehouse.backend(), TRANSACTIONS, None, ["status", "amount"], sums)
-    ours = {s["value"]: (s["rows"], f"{s['amount_sum'] or 0:.2f}") for s in merged(parts, ["value"])}
+    parts = block_partials(backend, TRANSACTIONS, None, ["status", "amount"], sums)
+    ours = {s["value"]: (s["rows"], cents_text(s["amount_sum"])) for s in merged(parts, ["value"])}
     differ = {
         status: {"source": source.get(status), "warehouse": ours.get(status)}
         for status in sorted(set(source) | set(ours), key=str)
@@ -302,3 +316,9 @@ CHECKS = [
     transactions_reconcile_with_source,
     transactions_watermark_monotonic,
 ]
+
+
+def checks_of(assets: list) -> list:
+    """The platform's checks of ``assets``: what a run of them from the UI or a schedule runs too."""
+    keys = {key for asset in assets for key in asset.keys}
+    return [c for c in CHECKS if any(k.asset_key in keys for k in c.check_keys)]

@@ -48,52 +48,35 @@ def block_partials(
     partitions: Sequence[PartitionValue] | None,
     columns: Sequence[str],
     per_block: Callable[[pa.Table], pa.Table],
+    spread: str | None = None,
 ) -> Iterator[pa.Table]:
     """``per_block`` on every block of the window's ``columns`` (or the whole table's), each in a Ray
     task, and its small results here: the rows stay in the workers and the object store, so the
-    driver's memory does not grow with the window, and every core takes a share. A window of at
-    most ``LOCAL_ROWS`` rows is one block, read and judged here."""
-    if not backend.exists(contract):
-        return iter(())
-    columns = list(dict.fromkeys(columns))
-    if window_rows(backend, contract, partitions) <= LOCAL_ROWS:
-        return iter([per_block(read_columns(backend, contract, partitions, columns))])
-    ds = map_blocks(backend.read(contract, partitions, columns), per_block)
-    return ds.iter_batches(batch_format="pyarrow", batch_size=None)
-
-
-def grouped_partials(
-    backend: Warehouse,
-    contract: TableContract,
-    partitions: Sequence[PartitionValue] | None,
-    columns: Sequence[str],
-    spread: str,
-    per_group: Callable[[pa.Table], pa.Table],
-) -> Iterator[pa.Table]:
-    """``per_group`` on groups of the window's ``columns`` (or the whole table's) in which every row
-    sharing a ``spread`` value meets: an exchange by a hash of ``spread`` into buckets of about a
-    million rows, so no task holds much more however big the window, and only ``per_group``'s small
-    results reach the driver. A window of at most ``LOCAL_ROWS`` rows is one group, read and judged
-    here."""
+    driver's memory does not grow with the window, and every core takes a share. With ``spread``,
+    on groups in which every row sharing a ``spread`` value meets instead: an exchange by a hash
+    of ``spread`` into buckets of about a million rows, so no task holds much more however big the
+    window. A window of at most ``LOCAL_ROWS`` rows is one block, read and judged here."""
     if not backend.exists(contract):
         return iter(())
     columns = list(dict.fromkeys(columns))
     rows = window_rows(backend, contract, partitions)
     if rows <= LOCAL_ROWS:
-        return iter([per_group(read_columns(backend, contract, partitions, columns))])
-    ds = co_locate(backend.read(contract, partitions, columns), spread, per_group, buckets_for(rows))
-    return ds.iter_batches(batch_format="pyarrow", batch_size=None)
+        return iter([per_block(read_columns(backend, contract, partitions, columns))])
+    read = backend.read(contract, partitions, columns)
+    buckets = buckets_for(rows)
+    judged = co_locate(read, spread, per_block, buckets) if spread else map_blocks(read, per_block)
+    return judged.iter_batches(batch_format="pyarrow", batch_size=None)
 
 
 def key_tallies(
     backend: Warehouse, contract: TableContract, partitions: Sequence[PartitionValue] | None
 ) -> Iterator[pa.Table]:
     """``key_tally`` of the window's keys (per partition, with ``partitions``; else over the whole
-    table), each key's rows meeting in one group (``grouped_partials``): only counts and a few keys
-    reach the driver."""
+    table), each key's rows meeting in one group (``block_partials`` with ``spread``): only counts
+    and a few keys reach the driver."""
     column = contract.partition_column if partitions is not None else None
     tally = partial(key_tally, keys=list(contract.keys), column=column)
     # Hashed on a key column other than the partition column: a day's rows all share that one.
     spread = next((k for k in contract.keys if k != contract.partition_column), contract.keys[0])
     columns = [*contract.keys, *([column] if column else [])]
-    return grouped_partials(backend, contract, partitions, columns, spread, tally)
+    return block_partials(backend, contract, partitions, columns, tally, spread)

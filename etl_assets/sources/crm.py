@@ -13,6 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import ray.data
 
+from etl_assets.transforms.common import cents_text
 from etl_assets.transforms.customers import SOURCE_COLUMNS as CUSTOMER_COLUMNS
 from etl_assets.transforms.transactions import SOURCE_COLUMNS as TRANSACTION_COLUMNS
 
@@ -148,6 +149,6 @@ def source_totals_by_status(crm: CrmDatabase) -> dict[str, tuple[int, str]]:
     try:
         cursor = conn.cursor()
         cursor.execute("SELECT status, COUNT(*), SUM(amount) FROM transactions GROUP BY status")
-        return {status: (int(count), f"{float(total):.2f}") for status, count, total in cursor.fetchall()}
+        return {status: (int(count), cents_text(total)) for status, count, total in cursor.fetchall()}
     finally:
         conn.close()

@@ -196,7 +196,8 @@ def current_versions_tally(table: pa.Table, key: str) -> pa.Table:
     """One row of counts over an SCD2 table's versions (``key``, ``is_current``, ``valid_to``):
     entities, current rows, entities with no current version or several, open rows (no
     ``valid_to``) not marked current, and the first ``VERSION_SAMPLE_ROWS`` wrong entities by key.
-    ``table`` must hold every version of each entity it holds."""
+    A null ``is_current`` (which the contract forbids) counts as not current. ``table`` must hold
+    every version of each entity it holds."""
     current = pc.fill_null(table.column("is_current"), False)
     per_key = (
         pa.table({key: table.column(key), "current": pc.cast(current, pa.int64())})

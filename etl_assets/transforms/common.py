@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import numpy as np
 import polars as pl
 import pyarrow as pa
@@ -37,6 +39,13 @@ def hash_buckets(column: pa.ChunkedArray | pa.Array, buckets: int) -> np.ndarray
         series = pl.from_arrow(column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column)
         hashed = np.where(series.is_null().to_numpy(), np.uint64(0), series.hash(seed=0).to_numpy())
     return (hashed % np.uint64(buckets)).astype(np.int64)
+
+
+def cents_text(total: object) -> str:
+    """A sum of money as text to the cent, the same from a database's float, decimal or null (no
+    rows: 0) and never ``-0.00``, so two systems' totals compare as text."""
+    cents = Decimal(str(total if total is not None else 0)).quantize(Decimal("0.01"))
+    return f"{cents + 0:.2f}"
 
 
 def round_to(values: pa.ChunkedArray | pa.Array, digits: int) -> pa.ChunkedArray | pa.Array:
