@@ -19,6 +19,7 @@ from etl_assets.contracts import (
     ORDERS_REJECTS,
     RAW_CUSTOMERS,
 )
+from etl_assets.resources import WarehouseResource
 from etl_assets_tests import expected
 from etl_assets_tests.conftest import (
     PROVENANCE,
@@ -514,3 +515,17 @@ def test_in_a_window_only_the_days_over_a_bucket_are_exchanged(sample_dir, tmp_p
     for name in names:
         assert len(wanted[name]) > 0
         pd.testing.assert_frame_equal(wanted[name], got[name], check_exact=True, obj=name)
+
+
+def test_a_warehouse_folder_given_relative_to_the_current_folder_is_the_one_written(
+    sample_dir, tmp_path, monkeypatch
+):
+    from etl_assets import definitions
+
+    monkeypatch.chdir(tmp_path)
+    relative = WarehouseResource(root="relative/warehouse")
+    assert run_window(sample_dir, relative, day(0), day(0), assets=[definitions.orders_and_rejects]).success
+    duck = expected.connect(sample_dir)
+    wanted = expected.table(duck, "orders", f"order_date = DATE '{day(0).isoformat()}'")
+    stored = read_table(tmp_path / "relative" / "warehouse", "orders")
+    assert_same_table(stored, wanted, ["order_id"], ORDERS.column_names)

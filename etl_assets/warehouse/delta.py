@@ -10,6 +10,7 @@ run leaves the table at its previous version. Merges stream blocks through the d
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -100,7 +101,8 @@ class DeltaWarehouse(Warehouse):
     """Tables at ``<root>/<table name>``, partitioned by their date column where they are daily."""
 
     def __init__(self, root: str, storage_options: Mapping[str, str] | None = None):
-        self.root = root.rstrip("/")
+        # A relative folder would mean another folder, or no valid location, in a Ray worker.
+        self.root = (root if storage.is_uri(root) else os.path.abspath(root)).rstrip("/")
         self.storage_options = dict(storage_options or {})
 
     # -- locations and metadata -------------------------------------------------------------
