@@ -89,6 +89,9 @@ def test_replace_window_replaces_exactly_its_days(place):
     assert result.tables["daily"].rows_per_day == {"2024-01-02": 2, "2024-01-03": 0}
     assert result.tables["daily"].table_row_count == 4
     assert wh.partition_row_counts(DAILY) == {"2024-01-01": 2, "2024-01-02": 2}
+    # Only the asked days are counted; a day without rows is left out.
+    assert wh.partition_row_counts(DAILY, [D3, D2]) == {"2024-01-02": 2}
+    assert wh.partition_row_counts(DAILY, []) == {}
     assert wh.partitions(DAILY) == ["2024-01-01", "2024-01-02"]
     assert place.staging_left() == []
     if place.resource.kind.startswith("delta"):

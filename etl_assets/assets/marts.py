@@ -90,8 +90,7 @@ def daily_customer_metrics(
     backend = warehouse.backend()
     columns = ["order_date", "customer_id", "customer_segment", "order_amount"]
     with source_failures(), timed() as timer:
-        counts = backend.partition_row_counts(CUSTOMER_ORDERS)
-        buckets = buckets_for(sum(counts.get(d.isoformat(), 0) for d in days))
+        buckets = buckets_for(sum(backend.partition_row_counts(CUSTOMER_ORDERS, days).values()))
         partials = map_blocks(
             backend.read(CUSTOMER_ORDERS, days, columns),
             bucketed(partial_daily_metrics, "customer_id", buckets),

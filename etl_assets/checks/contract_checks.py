@@ -228,9 +228,10 @@ def build_reject_rate_check(
     ) -> CheckEvents:
         backend = warehouse.backend()
         max_rate = loaded.max_reject_rate if config.max_rate is None else config.max_rate
-        loaded_rows = backend.partition_row_counts(loaded)
-        rejected_rows = backend.partition_row_counts(rejects)
-        keys = list(run_partitions(context, loaded))
+        asked = run_partitions(context, loaded)
+        loaded_rows = backend.partition_row_counts(loaded, list(asked.values()))
+        rejected_rows = backend.partition_row_counts(rejects, list(asked.values()))
+        keys = list(asked)
         latest = latest_materializations(context.instance, dg.AssetKey(loaded.name), keys)
         collapsed = latest_counts(latest, keys, duplicates)
         outcomes = {}
@@ -270,9 +271,12 @@ def build_row_count_anomaly_check(contract: TableContract) -> dg.AssetChecksDefi
     def _check(
         context: dg.AssetCheckExecutionContext, config: AnomalyThreshold, warehouse: WarehouseResource
     ) -> CheckEvents:
-        counts = warehouse.backend().partition_row_counts(contract)
+        days = window_days(context)
+        # The window's days and the trailing days of each.
+        compared = {day - timedelta(days=i) for day in days for i in range(config.trailing_days + 1)}
+        counts = warehouse.backend().partition_row_counts(contract, sorted(compared))
         outcomes = {}
-        for day in window_days(context):
+        for day in days:
             trailing = [
                 counts[d.isoformat()]
                 for d in (day - timedelta(days=i) for i in range(config.trailing_days, 0, -1))

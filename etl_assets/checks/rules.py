@@ -86,9 +86,10 @@ def orders_nothing_lost(
     context: dg.AssetCheckExecutionContext, sources: SourcesResource, warehouse: WarehouseResource
 ) -> CheckEvents:
     backend = warehouse.backend()
-    loaded = backend.partition_row_counts(ORDERS)
-    rejected = backend.partition_row_counts(ORDERS_REJECTS)
-    lake_days = inspect_days(sources.orders_lake_dir, window_days(context))
+    window = window_days(context)
+    loaded = backend.partition_row_counts(ORDERS, window)
+    rejected = backend.partition_row_counts(ORDERS_REJECTS, window)
+    lake_days = inspect_days(sources.orders_lake_dir, window)
     days = [d.day.isoformat() for d in lake_days]
     latest = latest_materializations(context.instance, dg.AssetKey("orders"), days)
     duplicates = latest_counts(latest, days, ORDER_DUPLICATES)
@@ -109,9 +110,9 @@ def events_nothing_lost(
     context: dg.AssetCheckExecutionContext, sources: SourcesResource, warehouse: WarehouseResource
 ) -> CheckEvents:
     backend = warehouse.backend()
-    loaded = backend.partition_row_counts(EVENTS)
-    rejected = backend.partition_row_counts(EVENTS_REJECTS)
     batches = list(context.partition_keys)
+    loaded = backend.partition_row_counts(EVENTS, batches)
+    rejected = backend.partition_row_counts(EVENTS_REJECTS, batches)
     latest = latest_materializations(context.instance, dg.AssetKey("events"), batches)
     duplicates = latest_counts(latest, batches, EVENT_DUPLICATES)
     outcomes = {}

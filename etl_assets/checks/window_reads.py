@@ -38,8 +38,7 @@ def window_rows(
     """Rows of the window (or of the whole table), from the table's metadata."""
     if partitions is None or contract.partition_column is None:
         return backend.row_count(contract)
-    counts = backend.partition_row_counts(contract)
-    return sum(counts.get(str(value), 0) for value in partitions)
+    return sum(backend.partition_row_counts(contract, partitions).values())
 
 
 def block_partials(

@@ -128,8 +128,12 @@ class Warehouse(ABC):
         """The partition values the table holds rows for (empty when it does not exist)."""
 
     @abstractmethod
-    def partition_row_counts(self, table: TableContract) -> dict[str, int]:
-        """Rows per partition value, from the table's metadata where the backend keeps it."""
+    def partition_row_counts(
+        self, table: TableContract, partitions: Sequence[PartitionValue] | None = None
+    ) -> dict[str, int]:
+        """Rows per partition value (of ``partitions`` only, when given: a SQL warehouse then counts
+        only those, not every day of a table of years), from the table's metadata where the
+        backend keeps it. A partition without rows is left out."""
 
     @abstractmethod
     def row_count(self, table: TableContract) -> int:

@@ -162,7 +162,9 @@ class DeltaWarehouse(Warehouse):
         values = actions.column(f"partition.{table.partition_column}").cast(pa.string())
         return sorted(pc.unique(values).to_pylist())
 
-    def partition_row_counts(self, table: TableContract) -> dict[str, int]:
+    def partition_row_counts(
+        self, table: TableContract, partitions: Sequence[PartitionValue] | None = None
+    ) -> dict[str, int]:
         if not self.exists(table) or table.partition_column is None:
             return {}
         actions = self._add_actions(table)
@@ -176,7 +178,10 @@ class DeltaWarehouse(Warehouse):
             }
         )
         counts = per_file.group_by(["value"]).aggregate([("rows", "sum")])
-        return dict(zip(counts.column("value").to_pylist(), counts.column("rows_sum").to_pylist()))
+        found = dict(zip(counts.column("value").to_pylist(), counts.column("rows_sum").to_pylist()))
+        if partitions is None:
+            return found
+        return {value: found[value] for value in partition_strings(partitions) if value in found}
 
     def row_count(self, table: TableContract) -> int:
         if not self.exists(table):

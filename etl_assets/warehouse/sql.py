@@ -267,13 +267,18 @@ class SqlWarehouse(Warehouse):
     def partitions(self, table: TableContract) -> list[str]:
         return sorted(self.partition_row_counts(table))
 
-    def partition_row_counts(self, table: TableContract) -> dict[str, int]:
+    def partition_row_counts(
+        self, table: TableContract, partitions: Sequence[PartitionValue] | None = None
+    ) -> dict[str, int]:
         column = table.partition_column
-        if column is None or not self.exists(table):
+        if column is None or not self.exists(table) or partitions is not None and not partitions:
             return {}
-        counts = self.query(
-            f"SELECT {column} AS value, COUNT(*) AS n FROM {self.qualified(table.name)} GROUP BY {column}"
-        )
+        query = f"SELECT {column} AS value, COUNT(*) AS n FROM {self.qualified(table.name)}"
+        if partitions is not None:
+            kind = table.schema.field(column).type
+            asked = ", ".join(self.literal(v, kind) for v in partition_strings(partitions))
+            query += f" WHERE {column} IN ({asked})"
+        counts = self.query(f"{query} GROUP BY {column}")
         counts = conform_to(counts, pa.schema([("value", pa.string()), ("n", pa.int64())]))
         return dict(sorted(zip(counts.column("value").to_pylist(), counts.column("n").to_pylist())))
 
@@ -474,7 +479,7 @@ class SqlWarehouse(Warehouse):
         if column is None:
             return split(self.row_count(table), None)
         kind = table.schema.field(column).type
-        counts = self.partition_row_counts(table)
+        counts = self.partition_row_counts(table, partitions)
         values = partition_strings(partitions) if partitions is not None else sorted(counts)
         return [
             shard for v in values for shard in split(counts.get(v, 0), f"{column} = {self.literal(v, kind)}")
