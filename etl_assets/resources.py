@@ -38,6 +38,11 @@ def _default_temp_dir() -> str:
 
 WARM_WORKERS = 8
 
+# The op names of the platform's checks (``etl_assets.checks`` adds them): a run of these alone, as
+# the UI's "Execute check" launches, starts Ray only when a check needs it, for a window of more
+# than ``window_reads.LOCAL_ROWS`` rows; a small window is judged in the driver.
+CHECK_STEPS: set[str] = set()
+
 
 @ray.remote(num_cpus=1)
 def _warm_worker() -> None:
@@ -139,11 +144,23 @@ class RayResource(dg.ConfigurableResource):
 
     # The Ray this run opened and must close at teardown: one it started, or one it connected to.
     _opened: Literal["private", "connected"] | None = PrivateAttr(default=None)
+    _ready: bool = PrivateAttr(default=False)
+    _log: dg.DagsterLogManager | None = PrivateAttr(default=None)
     _warming: list = PrivateAttr(default_factory=list)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._opened, self._ready, self._log = None, False, context.log
+        steps = context.dagster_run.step_keys_to_execute if context.dagster_run else None
+        if steps and CHECK_STEPS.issuperset(steps):
+            context.log.info("ray_cluster: a run of checks only, Ray starts if a check needs it")
+            return
+        self.ensure_started()
+
+    def ensure_started(self) -> None:
+        """Start Ray or connect to it, once per run (a run of checks alone: when one needs it)."""
+        if self._ready:
+            return
         start = time.perf_counter()
-        self._opened = None
         if ray.is_initialized():
             pass  # the tests' shared Ray: used, never closed here
         elif self.address:
@@ -155,8 +172,10 @@ class RayResource(dg.ConfigurableResource):
             self._opened = "private"
         self._configure_data_context()
         self._prestart_workers()
+        self._ready = True
         how = "started a private local Ray" if self._opened == "private" else "connected to Ray"
-        context.log.info(f"ray_cluster: {how} in {time.perf_counter() - start:.2f} s")
+        if self._log is not None:
+            self._log.info(f"ray_cluster: {how} in {time.perf_counter() - start:.2f} s")
 
     def _prestart_workers(self) -> None:
         """Start and warm one worker per CPU now, without waiting for them.
@@ -188,7 +207,7 @@ class RayResource(dg.ConfigurableResource):
         logging.getLogger(RAY_DATA_LOGGER).setLevel(logging.INFO)
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        self._warming = []
+        self._warming, self._ready = [], False
         # Disconnecting here rather than leaving it to Ray's exit hook saves a run half a second:
         # that hook sleeps 0.5 s first. A cluster this resource only connected to keeps running.
         if self._opened and ray.is_initialized():

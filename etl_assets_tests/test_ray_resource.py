@@ -19,6 +19,7 @@ from etl_assets import resources
 from etl_assets.ray_steps import bucketed, exchange, from_tables, map_blocks
 from etl_assets.resources import RayResource
 from etl_assets.transforms.common import hash_buckets
+from etl_assets_tests.conftest import day
 
 TASK_SECONDS = 1.0
 
@@ -164,3 +165,39 @@ def test_spill_workers_must_be_at_least_one():
     # Zero would silently mean Ray's default of four, a negative number no spilling at all.
     with pytest.raises(ValueError, match="spill_workers"):
         RayResource(spill_workers=0)
+
+
+def test_a_run_of_checks_alone_starts_ray_only_for_a_window_too_big_for_the_driver(sample_dir, tmp_path):
+    """The UI's "Execute check" on a small day is judged in the driver without starting a private
+    Ray (seconds of a run that lasts about one); a bigger window starts it when the check needs
+    it, and the run closes it. The probe runs in a process of its own: the tests share one Ray."""
+    temp_dir = tempfile.mkdtemp(prefix="etl_probe_", dir="/tmp")  # Ray's socket paths must stay short
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    try:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "etl_assets_tests.check_only_probe",
+                str(sample_dir),
+                str(tmp_path / "w"),
+                day(0).isoformat(),
+                temp_dir,
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    small, big = (json.loads(line) for line in done.stdout.splitlines() if line.startswith("{"))
+    waiting = "ray_cluster: a run of checks only, Ray starts if a check needs it"
+    assert small["local_rows"] > 0 and small["success"] and small["passed"], small
+    assert small["ray_said"] == [waiting]
+    assert big["local_rows"] == 0 and big["success"] and big["passed"], big
+    assert big["ray_said"][0] == waiting and big["ray_said"][1].startswith("ray_cluster: started a private")
+    assert len(big["ray_said"]) == 2 and not big["ray_left_running"] and not small["ray_left_running"]
+    # Both paths judge the same day alike.
+    assert small["duplicate_keys"] == big["duplicate_keys"] == 0

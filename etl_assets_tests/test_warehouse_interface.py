@@ -386,7 +386,7 @@ def test_checks_read_a_window_block_by_block_and_meet_each_key_in_one_task(place
     place.backend.replace_window(ray.data.from_arrow(rows(ids, days)), [DAILY], [D1, D2, D3])
     sums = partial(partition_sums, column="day", summed=["id"])
     per_day: dict[str, tuple[int, int]] = {}
-    for part in window_reads.block_partials(place.backend, DAILY, [D2, D1], ["id", "day"], sums):
+    for part in window_reads.block_partials(None, place.backend, DAILY, [D2, D1], ["id", "day"], sums):
         for row in part.to_pylist():
             count, total = per_day.get(row["value"], (0, 0))
             per_day[row["value"]] = (count + row["rows"], total + row["id_sum"])
@@ -396,7 +396,7 @@ def test_checks_read_a_window_block_by_block_and_meet_each_key_in_one_task(place
     def repeats(partitions):
         """Per partition value: keys repeated, and the sampled keys with their counts."""
         found: dict = {}
-        for part in window_reads.key_tallies(place.backend, DAILY, partitions):
+        for part in window_reads.key_tallies(None, place.backend, DAILY, partitions):
             for row in part.to_pylist():
                 repeated, samples = found.get(row["value"], (0, []))
                 found[row["value"]] = (repeated + row["repeated"], sorted([*samples, *row["samples"]]))

@@ -84,7 +84,10 @@ def _asked(
 
 
 def contract_outcomes(
-    backend: Warehouse, contract: TableContract, partitions: Mapping[str, PartitionValue] | None
+    ray_cluster: RayResource | None,
+    backend: Warehouse,
+    contract: TableContract,
+    partitions: Mapping[str, PartitionValue] | None,
 ) -> dict[str | None, Outcome]:
     """Judge the stored rows (of ``partitions``, key -> value, or all) against every rule but the
     key's, which the key check judges; one outcome per partition key (``None``: the whole table).
@@ -93,7 +96,7 @@ def contract_outcomes(
     column = contract.partition_column if partitions is not None else None
     key_of, values = _asked(partitions)
     judge = partial(rule_tally, contract=contract, column=column)
-    tallies = block_partials(backend, contract, values, contract.column_names, judge)
+    tallies = block_partials(ray_cluster, backend, contract, values, contract.column_names, judge)
     rows: dict[str | None, int] = dict.fromkeys(partitions or {None: None}, 0)
     failures: dict[str | None, list[dict]] = {key: [] for key in rows}
     for found in merged(tallies, ["value", "code"], SAMPLE_ROWS):
@@ -122,10 +125,10 @@ def build_contract_rules_check(contract: TableContract) -> dg.AssetChecksDefinit
     ) -> CheckEvents:
         backend = warehouse.backend()
         if partitions_def is None:
-            yield whole(contract_outcomes(backend, contract, None)[None])
+            yield whole(contract_outcomes(ray_cluster, backend, contract, None)[None])
             return
         yield from per_partition(
-            context, contract_outcomes(backend, contract, run_partitions(context, contract))
+            context, contract_outcomes(ray_cluster, backend, contract, run_partitions(context, contract))
         )
 
     return _check
@@ -154,7 +157,10 @@ def build_schema_check(contract: TableContract) -> dg.AssetChecksDefinition:
 
 
 def key_outcomes(
-    backend: Warehouse, contract: TableContract, partitions: Mapping[str, PartitionValue] | None
+    ray_cluster: RayResource | None,
+    backend: Warehouse,
+    contract: TableContract,
+    partitions: Mapping[str, PartitionValue] | None,
 ) -> dict[str | None, Outcome]:
     """Duplicate keys per partition (``partitions``, key -> value) or over the whole table
     (``None``), found where the rows lie (``key_tallies``): only counts and a few keys reach the
@@ -163,7 +169,7 @@ def key_outcomes(
     found: dict[str | None, dict] = {
         key: {"repeated": 0, "samples": []} for key in (partitions or {None: None})
     }
-    tallies = key_tallies(backend, contract, values)
+    tallies = key_tallies(ray_cluster, backend, contract, values)
     for tally in merged(tallies, ["value"], KEY_SAMPLE_ROWS, key_order(contract.keys)):
         found[key_of.get(tally["value"])] = tally
     return {
@@ -194,9 +200,11 @@ def build_key_unique_check(contract: TableContract, whole_table: bool = False) -
     ) -> CheckEvents:
         backend = warehouse.backend()
         if partitions_def is None:
-            yield whole(key_outcomes(backend, contract, None)[None])
+            yield whole(key_outcomes(ray_cluster, backend, contract, None)[None])
             return
-        yield from per_partition(context, key_outcomes(backend, contract, run_partitions(context, contract)))
+        yield from per_partition(
+            context, key_outcomes(ray_cluster, backend, contract, run_partitions(context, contract))
+        )
 
     return _check
 

@@ -38,7 +38,7 @@ from etl_assets.contracts import (
     TableContract,
 )
 from etl_assets.partitions import DAILY, EVENT_BATCHES, window_days
-from etl_assets.resources import RayResource, SourcesResource, WarehouseResource
+from etl_assets.resources import CHECK_STEPS, RayResource, SourcesResource, WarehouseResource
 from etl_assets.sources.crm import CrmDatabase, source_totals_by_status
 from etl_assets.sources.landing import batch_files, count_lines
 from etl_assets.sources.orders_lake import inspect_days
@@ -140,7 +140,7 @@ def customer_orders_orphans(
     sampled = ["order_id", "customer_id", "order_ts"]
     tally = partial(orphan_tally, column="order_date", sample_columns=sampled)
     columns = [*sampled, "is_orphan", "order_date"]
-    tallies = block_partials(warehouse.backend(), CUSTOMER_ORDERS, days, columns, tally)
+    tallies = block_partials(ray_cluster, warehouse.backend(), CUSTOMER_ORDERS, days, columns, tally)
     found = {d.isoformat(): {"orders": 0, "orphans": 0, "samples": []} for d in days}
     found |= {day["value"]: day for day in merged(tallies, ["value"], ORPHAN_SAMPLE_ROWS)}
     outcomes = {}
@@ -161,7 +161,7 @@ def customer_orders_orphans(
 
 
 def _sums_by_day(
-    backend: Warehouse, contract: TableContract, days: list[date], summed: list[str]
+    ray_cluster: RayResource, backend: Warehouse, contract: TableContract, days: list[date], summed: list[str]
 ) -> dict[str, dict[str, float]]:
     """Rows and the sums of ``summed`` (``<name>_sum``) per day of ``days``, added up from each
     block's."""
@@ -170,7 +170,9 @@ def _sums_by_day(
     found = {d.isoformat(): {"rows": 0, **{f"{name}_sum": 0 for name in summed}} for d in days}
     found |= {
         day["value"]: day
-        for day in merged(block_partials(backend, contract, days, [*summed, column], sums), ["value"])
+        for day in merged(
+            block_partials(ray_cluster, backend, contract, days, [*summed, column], sums), ["value"]
+        )
     }
     return found
 
@@ -190,8 +192,8 @@ def daily_customer_metrics_reconcile(
 ) -> CheckEvents:
     backend = warehouse.backend()
     days = window_days(context)
-    metrics = _sums_by_day(backend, DAILY_CUSTOMER_METRICS, days, ["total_spend", "order_count"])
-    joined = _sums_by_day(backend, CUSTOMER_ORDERS, days, ["order_amount"])
+    metrics = _sums_by_day(ray_cluster, backend, DAILY_CUSTOMER_METRICS, days, ["total_spend", "order_count"])
+    joined = _sums_by_day(ray_cluster, backend, CUSTOMER_ORDERS, days, ["order_amount"])
     outcomes = {}
     for key, day in metrics.items():
         spend, count = float(day["total_spend_sum"]), int(day["order_count_sum"])
@@ -229,7 +231,7 @@ def customers_one_current_version(
         return _missing(CUSTOMERS)
     tally = partial(current_versions_tally, key="customer_id")
     columns = ["customer_id", "is_current", "valid_to"]
-    parts = block_partials(backend, CUSTOMERS, None, columns, tally, spread="customer_id")
+    parts = block_partials(ray_cluster, backend, CUSTOMERS, None, columns, tally, spread="customer_id")
     counted = ["entities", "current_rows", "without_current", "several_current", "open_not_current"]
     found = dict.fromkeys(counted, 0) | {"samples": []}
     for total in merged(parts, [], VERSION_SAMPLE_ROWS, key_order(["customer_id"])):  # one, or none
@@ -259,7 +261,7 @@ def transactions_reconcile_with_source(
         return _missing(TRANSACTIONS)
     source = source_totals_by_status(CrmDatabase(sources.crm_url))
     sums = partial(partition_sums, column="status", summed=["amount"])
-    parts = block_partials(backend, TRANSACTIONS, None, ["status", "amount"], sums)
+    parts = block_partials(ray_cluster, backend, TRANSACTIONS, None, ["status", "amount"], sums)
     ours = {s["value"]: (s["rows"], cents_text(s["amount_sum"])) for s in merged(parts, ["value"])}
     differ = {
         status: {"source": source.get(status), "warehouse": ours.get(status)}
@@ -317,6 +319,8 @@ CHECKS = [
     transactions_reconcile_with_source,
     transactions_watermark_monotonic,
 ]
+# A run of these alone starts Ray only when one of them needs it (``RayResource``).
+CHECK_STEPS.update(check.node_def.name for check in CHECKS)
 
 
 def checks_of(assets: list) -> list:

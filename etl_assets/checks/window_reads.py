@@ -11,6 +11,7 @@ import pyarrow as pa
 
 from etl_assets.contracts import TableContract
 from etl_assets.ray_steps import buckets_for, co_locate, map_blocks
+from etl_assets.resources import RayResource
 from etl_assets.transforms.check_partials import key_tally
 from etl_assets.warehouse.base import PartitionValue, Warehouse
 
@@ -42,6 +43,7 @@ def window_rows(
 
 
 def block_partials(
+    ray_cluster: RayResource | None,
     backend: Warehouse,
     contract: TableContract,
     partitions: Sequence[PartitionValue] | None,
@@ -54,13 +56,16 @@ def block_partials(
     driver's memory does not grow with the window, and every core takes a share. With ``spread``,
     on groups in which every row sharing a ``spread`` value meets instead: an exchange by a hash
     of ``spread`` into buckets of about a million rows, so no task holds much more however big the
-    window. A window of at most ``LOCAL_ROWS`` rows is one block, read and judged here."""
+    window. A window of at most ``LOCAL_ROWS`` rows is one block, read and judged here, and
+    ``ray_cluster`` (``None``: Ray is up) is started only for a bigger one."""
     if not backend.exists(contract):
         return iter(())
     columns = list(dict.fromkeys(columns))
     rows = window_rows(backend, contract, partitions)
     if rows <= LOCAL_ROWS:
         return iter([per_block(read_columns(backend, contract, partitions, columns))])
+    if ray_cluster is not None:
+        ray_cluster.ensure_started()
     read = backend.read(contract, partitions, columns)
     buckets = buckets_for(rows)
     judged = co_locate(read, spread, per_block, buckets) if spread else map_blocks(read, per_block)
@@ -68,7 +73,10 @@ def block_partials(
 
 
 def key_tallies(
-    backend: Warehouse, contract: TableContract, partitions: Sequence[PartitionValue] | None
+    ray_cluster: RayResource | None,
+    backend: Warehouse,
+    contract: TableContract,
+    partitions: Sequence[PartitionValue] | None,
 ) -> Iterator[pa.Table]:
     """``key_tally`` of the window's keys (per partition, with ``partitions``; else over the whole
     table), each key's rows meeting in one group (``block_partials`` with ``spread``): only counts
@@ -78,4 +86,4 @@ def key_tallies(
     # Hashed on a key column other than the partition column: a day's rows all share that one.
     spread = next((k for k in contract.keys if k != contract.partition_column), contract.keys[0])
     columns = [*contract.keys, *([column] if column else [])]
-    return block_partials(backend, contract, partitions, columns, tally, spread)
+    return block_partials(ray_cluster, backend, contract, partitions, columns, tally, spread)
