@@ -120,15 +120,14 @@ def test_a_dataset_of_driver_tables_keeps_each_table_as_a_block_with_its_rows_an
     assert empty.schema().base_schema == tables[0].schema
 
 
-@pytest.fixture(scope="module")
-def private_ray_runs() -> tuple[dict, dict]:
-    """Two runs in a fresh process (the tests' own Ray is shared), each with a private Ray of its
-    own (``private_ray_probe``): Ray's default spill workers, then ``spill_workers=1``."""
+def run_probe(module: str, *args: str) -> list[dict]:
+    """``python -m module *args`` in a fresh process (the tests' own Ray is shared), with a temp dir
+    for its private Ray last; the JSON lines it prints."""
     temp_dir = tempfile.mkdtemp(prefix="etl_probe_", dir="/tmp")  # Ray's socket paths must stay short
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "etl_assets_tests.private_ray_probe", temp_dir],
+            [sys.executable, "-m", module, *args, temp_dir],
             env=env,
             capture_output=True,
             text=True,
@@ -137,7 +136,14 @@ def private_ray_runs() -> tuple[dict, dict]:
     finally:
         shutil.rmtree(temp_dir, ignore_errors=True)
     assert done.returncode == 0, done.stderr[-3000:]
-    default, one = (json.loads(line) for line in done.stdout.splitlines() if line.startswith("{"))
+    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+
+
+@pytest.fixture(scope="module")
+def private_ray_runs() -> tuple[dict, dict]:
+    """Two runs, each with a private Ray of its own (``private_ray_probe``): Ray's default spill
+    workers, then ``spill_workers=1``."""
+    default, one = run_probe("etl_assets_tests.private_ray_probe")
     assert default["spill_workers"] is None and one["spill_workers"] == 1
     return default, one
 
@@ -170,29 +176,9 @@ def test_spill_workers_must_be_at_least_one():
 def test_a_run_of_checks_alone_starts_ray_only_for_a_window_too_big_for_the_driver(sample_dir, tmp_path):
     """The UI's "Execute check" on a small day is judged in the driver without starting a private
     Ray (seconds of a run that lasts about one); a bigger window starts it when the check needs
-    it, and the run closes it. The probe runs in a process of its own: the tests share one Ray."""
-    temp_dir = tempfile.mkdtemp(prefix="etl_probe_", dir="/tmp")  # Ray's socket paths must stay short
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    try:
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "etl_assets_tests.check_only_probe",
-                str(sample_dir),
-                str(tmp_path / "w"),
-                day(0).isoformat(),
-                temp_dir,
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-    finally:
-        shutil.rmtree(temp_dir, ignore_errors=True)
-    assert done.returncode == 0, done.stderr[-3000:]
-    small, big = (json.loads(line) for line in done.stdout.splitlines() if line.startswith("{"))
+    it, and the run closes it."""
+    probe = "etl_assets_tests.check_only_probe"
+    small, big = run_probe(probe, str(sample_dir), str(tmp_path / "w"), day(0).isoformat())
     waiting = "ray_cluster: a run of checks only, Ray starts if a check needs it"
     assert small["local_rows"] > 0 and small["success"] and small["passed"], small
     assert small["ray_said"] == [waiting]
