@@ -38,9 +38,9 @@ def _default_temp_dir() -> str:
 
 WARM_WORKERS = 8
 
-# The op names of the platform's checks (``etl_assets.checks`` adds them): a run of these alone, as
-# the UI's "Execute check" launches, starts Ray only when a check needs it, for a window of more
-# than ``window_reads.LOCAL_ROWS`` rows; a small window is judged in the driver.
+# The step keys (op names) of the platform's checks, which ``etl_assets.checks`` adds: a run of
+# these alone, as the UI's "Execute check" launches, starts Ray only when a check needs it, for a
+# window of more than ``window_reads.LOCAL_ROWS`` rows; a small window is judged in the driver.
 CHECK_STEPS: set[str] = set()
 
 
@@ -173,7 +173,9 @@ class RayResource(dg.ConfigurableResource):
         self._configure_data_context()
         self._prestart_workers()
         self._ready = True
-        how = "started a private local Ray" if self._opened == "private" else "connected to Ray"
+        how = {"private": "started a private local Ray", "connected": "connected to Ray"}.get(
+            self._opened, "uses the Ray already running in this process"
+        )
         if self._log is not None:
             self._log.info(f"ray_cluster: {how} in {time.perf_counter() - start:.2f} s")
 

@@ -1,5 +1,5 @@
 """Run by tests in a process of its own (the tests' Ray is shared): runs of one check alone, as the
-UI's "Execute check" launches them, in a process where no Ray runs yet.
+UI's "Execute check" launches them, with no Ray running (the load before them closes its own).
 
     python -m etl_assets_tests.check_only_probe SAMPLE_DIR WAREHOUSE DAY RAY_TEMP_DIR
 

@@ -328,14 +328,31 @@ def test_a_failing_transaction_changes_neither_table(kind, request, tmp_path, mo
     assert place.staging_left() == []
 
 
+BATCHES = TableContract(
+    name="batches",
+    columns=(Column("id", pa.int64(), "key"), Column("batch", pa.string(), "batch id")),
+    partition_column="batch",
+)
+
+
+def test_rows_of_the_asked_text_partitions_are_counted_and_no_others(place):
+    ids, batches = [1, 2, 3, 4, 5], ["b1", "b2", "b2", "b3", "b3"]
+    table = pa.table({"id": ids, "batch": batches})
+    place.backend.replace_partitions(ray.data.from_arrow(table), [BATCHES], sorted(set(batches)))
+    assert place.backend.partition_row_counts(BATCHES) == {"b1": 1, "b2": 2, "b3": 2}
+    # An asked batch without rows is left out.
+    assert place.backend.partition_row_counts(BATCHES, ["b3", "b1", "b9"]) == {"b1": 1, "b3": 2}
+    if place.resource.kind.startswith("delta"):
+        assert place.backend.partition_row_counts(BATCHES, ["b1' OR 1=1"]) == {}
+    else:  # a value is never spliced into SQL as it is
+        with pytest.raises(ValueError, match="holds a quote or a backslash"):
+            place.backend.partition_row_counts(BATCHES, ["b1' OR 1=1"])
+
+
 @pytest.mark.parametrize("kind", ["snowflake", "bigquery"])
 def test_a_quote_in_a_partition_value_is_refused_before_anything_is_written(kind, request, tmp_path):
     place = Place(warehouse_on(kind, request, tmp_path))
-    batches = TableContract(
-        name="batches",
-        columns=(Column("id", pa.int64(), "key"), Column("batch", pa.string(), "batch id")),
-        partition_column="batch",
-    )
+    batches = BATCHES
     bad = "x' OR 1=1"
     with pytest.raises(ValueError, match="holds a quote or a backslash"):
         place.backend.replace_partitions(

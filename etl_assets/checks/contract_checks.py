@@ -10,6 +10,7 @@ from functools import partial
 
 import dagster as dg
 import pyarrow as pa
+from pydantic import Field
 
 from etl_assets.checks.partitioned import (
     CountKeys,
@@ -237,8 +238,9 @@ def build_reject_rate_check(
         backend = warehouse.backend()
         max_rate = loaded.max_reject_rate if config.max_rate is None else config.max_rate
         asked = run_partitions(context, loaded)
-        loaded_rows = backend.partition_row_counts(loaded, list(asked.values()))
-        rejected_rows = backend.partition_row_counts(rejects, list(asked.values()))
+        values = list(asked.values())
+        loaded_rows = backend.partition_row_counts(loaded, values)
+        rejected_rows = backend.partition_row_counts(rejects, values)
         keys = list(asked)
         latest = latest_materializations(context.instance, dg.AssetKey(loaded.name), keys)
         collapsed = latest_counts(latest, keys, duplicates)
@@ -263,7 +265,7 @@ def build_reject_rate_check(
 
 
 class AnomalyThreshold(dg.Config):
-    trailing_days: int = 7
+    trailing_days: int = Field(default=7, ge=1)
     # Warn when a day's row count is further than this fraction from the trailing mean.
     max_deviation: float = 0.5
 

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 
 import pyarrow as pa
+import ray
 
 from etl_assets.contracts import TableContract
 from etl_assets.ray_steps import buckets_for, co_locate, map_blocks
@@ -66,6 +67,9 @@ def block_partials(
         return iter([per_block(read_columns(backend, contract, partitions, columns))])
     if ray_cluster is not None:
         ray_cluster.ensure_started()
+    elif not ray.is_initialized():
+        # Ray Data would start a Ray of its own, with none of the run's settings, left running.
+        raise RuntimeError(f"the checks of {contract.name} need Ray: pass the run's RayResource")
     read = backend.read(contract, partitions, columns)
     buckets = buckets_for(rows)
     judged = co_locate(read, spread, per_block, buckets) if spread else map_blocks(read, per_block)

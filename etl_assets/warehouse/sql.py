@@ -267,6 +267,11 @@ class SqlWarehouse(Warehouse):
     def partitions(self, table: TableContract) -> list[str]:
         return sorted(self.partition_row_counts(table))
 
+    def _partitions_in(self, table: TableContract, values: Sequence[str]) -> str:
+        """``<partition column> IN (...)`` of ``values`` (as ``partition_strings`` spells them)."""
+        kind = table.schema.field(table.partition_column).type
+        return f"{table.partition_column} IN ({', '.join(self.literal(v, kind) for v in values)})"
+
     def partition_row_counts(
         self, table: TableContract, partitions: Sequence[PartitionValue] | None = None
     ) -> dict[str, int]:
@@ -275,9 +280,7 @@ class SqlWarehouse(Warehouse):
             return {}
         query = f"SELECT {column} AS value, COUNT(*) AS n FROM {self.qualified(table.name)}"
         if partitions is not None:
-            kind = table.schema.field(column).type
-            asked = ", ".join(self.literal(v, kind) for v in partition_strings(partitions))
-            query += f" WHERE {column} IN ({asked})"
+            query += f" WHERE {self._partitions_in(table, partition_strings(partitions))}"
         counts = self.query(f"{query} GROUP BY {column}")
         counts = conform_to(counts, pa.schema([("value", pa.string()), ("n", pa.int64())]))
         return dict(sorted(zip(counts.column("value").to_pylist(), counts.column("n").to_pylist())))
@@ -522,8 +525,7 @@ class SqlWarehouse(Warehouse):
             values = partition_strings(partitions)
             if not values:
                 return
-            kind = table.schema.field(table.partition_column).type
-            where = f"{table.partition_column} IN ({', '.join(self.literal(v, kind) for v in values)})"
+            where = self._partitions_in(table, values)
         for part in self.stream(self._select(table, columns, where)):
             if part.num_rows:
                 yield from conform_to(part, schema).to_batches()
