@@ -122,6 +122,8 @@ class RayResource(dg.ConfigurableResource):
     found by auto-discovery) with its own temp dir and limits, and shuts it down after the run.
     With an address (``RAY_ADDRESS``) it connects to that cluster and leaves it running. When Ray is
     already initialised in this process (tests share one per session) it uses it and leaves it be.
+    A run of the platform's checks alone (``CHECK_STEPS``) starts or connects only when a check's
+    window is too big for the driver (``ensure_started``).
     """
 
     address: str | None = Field(
