@@ -10,7 +10,7 @@ from contextlib import contextmanager
 
 import ray
 
-from etl_assets.resources import learn_data_limits_sooner, start_local_ray
+from etl_assets.resources import start_local_ray
 
 
 @contextmanager
@@ -20,9 +20,9 @@ def private_ray(object_store_mb: int = 1024, spill_workers: int | None = None) -
     temp_dir = tempfile.mkdtemp(prefix="etl_bench_ray_", dir="/tmp")
     start = time.perf_counter()
     # Ray sets up its own logging here, as the benchmarks always had it; a run leaves it to Dagster.
+    # Of fixed size, as RayResource's: the Ray Data executions that do not go through the resource
+    # (delta_write) use every CPU from their start too.
     start_local_ray(temp_dir, object_store_mb, spill_workers, configure_logging=True)
-    # As RayResource does, for the Ray Data executions that do not go through it (delta_write).
-    learn_data_limits_sooner()
     try:
         yield time.perf_counter() - start
     finally:

@@ -16,6 +16,7 @@ from ray.data import DataContext, ExecutionResources
 from ray.data._internal.execution.resource_manager import ResourceManager
 
 from etl_assets import storage
+from etl_assets.fixed_size_ray import treat_as_fixed_size
 from etl_assets.ray_cluster import spill_settings
 from etl_assets.ray_steps import cluster_cpus
 from etl_assets.settings import load_settings
@@ -61,8 +62,9 @@ def start_local_ray(
 ) -> None:
     """Start a private local Ray (``address="local"``: never a stray cluster found by
     auto-discovery) in ``temp_dir``, without the dashboard and without the helpers a run has no
-    use for (``_stop_idle_helpers``). ``RayResource`` starts its private Ray with it, and the
-    benchmarks theirs."""
+    use for (``_stop_idle_helpers``), marked as of fixed size so that Ray Data starts no helper
+    actors on it (``fixed_size_ray``). ``RayResource`` starts its private Ray with it, the tests
+    theirs and the benchmarks theirs."""
     ray.init(
         address="local",
         num_cpus=num_cpus,
@@ -74,24 +76,28 @@ def start_local_ray(
         _system_config=spill_settings(spill_workers),
     )
     _stop_idle_helpers()
+    treat_as_fixed_size()
 
 
 def _stop_idle_helpers() -> None:
-    """Stop the private Ray's autoscaler monitor and log monitor as soon as it has started.
+    """Stop the private Ray's autoscaler monitor, log monitor and API server as soon as it has started.
 
     A one-machine Ray has nothing to autoscale (without the monitor, ``ray status`` has nothing to
     show either). The log monitor publishes the workers' output for drivers started with
     ``log_to_driver``; ``start_local_ray`` starts Ray without it, and the workers still write
     their logs to the session's files (should it ever turn it on, the log monitor must stay).
-    Each is a Python process of about 90 MiB for the whole run. The monitor also cost every run a
-    second at ``ray.shutdown``, which waits that long for it after SIGTERM (its handler tries to
-    reach the GCS, stopped just before). ``ray.init`` has no switch to leave
-    them out (``ray start`` has ``--no-monitor`` and ``--include-log-monitor``). Ray's own
-    ``Node`` methods kill them and forget them, on the private ``_global_node``; ray is pinned to
-    2.60, and should a later Ray drop those, this stops nothing and a run holds them again.
+    The API server (``dashboard.py``, minimal without the dashboard) serves Ray's job-submission
+    and state APIs (``ray job``, ``ray list``), which nobody reaches on a Ray private to one run.
+    Each is a Python process of about 90-110 MiB for the whole run. The monitor also cost every
+    run a second at ``ray.shutdown``, which waits that long for it after SIGTERM (its handler
+    tries to reach the GCS, stopped just before). ``ray.init`` has no switch to leave them out
+    (``ray start`` has ``--no-monitor``, ``--include-log-monitor`` and, for the API server, none).
+    Ray's own ``Node`` methods kill them and forget them, on the private ``_global_node``; ray is
+    pinned to 2.60, and should a later Ray drop those, this stops nothing and a run holds them
+    again.
     """
     node = getattr(ray._private.worker, "_global_node", None)
-    for kill in ("kill_monitor", "kill_log_monitor"):
+    for kill in ("kill_monitor", "kill_log_monitor", "kill_dashboard"):
         with suppress(AttributeError, OSError):
             getattr(node, kill)(check_alive=False)
 
@@ -111,6 +117,8 @@ def learn_data_limits_sooner() -> None:
     run's. Asking every 10 ms keeps at most one small actor call in flight. No public setting does
     this (explicit ``resource_limits`` are capped by the same answer); ray is pinned to 2.60, and
     should a later Ray drop the attribute, this sets an unused one and executions start slower.
+    It matters on a Ray this process only connected to (``RAY_ADDRESS``): on one it started, of
+    fixed size, executions read the CPUs at once and ask no coordinator (``fixed_size_ray``).
     """
     ResourceManager.GLOBAL_LIMITS_UPDATE_INTERVAL_S = DATA_LIMITS_REFRESH_SECONDS
 

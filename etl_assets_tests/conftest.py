@@ -20,7 +20,7 @@ from dagster_snowflake import SnowflakeResource
 from etl_assets import definitions
 from etl_assets.checks import window_reads
 from etl_assets.checks.rules import checks_of
-from etl_assets.resources import RayResource, SourcesResource, WarehouseResource, learn_data_limits_sooner
+from etl_assets.resources import RayResource, SourcesResource, WarehouseResource, start_local_ray
 from etl_assets.sample_data import SampleSpec, generate
 from etl_assets_tests.emulators.servers import (
     BIGQUERY_PROJECT,
@@ -44,21 +44,14 @@ DAILY_ASSETS = [
 
 @pytest.fixture(scope="session", autouse=True)
 def ray_session() -> Iterator[None]:
-    """One private local Ray for every test; the assets' resource finds it and leaves it running."""
+    """One private local Ray for every test, started as ``RayResource`` starts its own (of fixed
+    size: Ray Data starts no helper actors on it); the assets' resource finds it and leaves it
+    running."""
     temp_dir = tempfile.mkdtemp(prefix="etl_ray_")
-    ray.init(
-        address="local",
-        num_cpus=2,
-        object_store_memory=512 * 1024 * 1024,
-        _temp_dir=temp_dir,
-        include_dashboard=False,
-        log_to_driver=False,
-        configure_logging=False,
-    )
-    # As RayResource sets them: a task's own exception reaches the caller as itself, and Ray Data
-    # executions use both CPUs from their start (for the tests that run Ray Data directly).
+    start_local_ray(temp_dir, object_store_mb=512, num_cpus=2)
+    # As RayResource sets it, for the tests that run Ray Data directly: a task's own exception
+    # reaches the caller as itself.
     ray.data.DataContext.get_current().raise_original_map_exception = True
-    learn_data_limits_sooner()
     yield
     ray.shutdown()
     shutil.rmtree(temp_dir, ignore_errors=True)

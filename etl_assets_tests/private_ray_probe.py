@@ -2,7 +2,9 @@
 
 It spills and restores far more than its object store holds, once with Ray's default number of
 spill workers and once with ``spill_workers=1``; prints, for each, how many spill and restore
-processes Ray started, and which of Ray's Python helper scripts still run during the asset.
+processes Ray started, which of Ray's Python helper scripts still run during the asset, and which
+of Ray Data's helper actors exist after a Dataset execution: on the private Ray as it is (of fixed
+size), then as if the process had only connected to it (the control: Ray Data as shipped).
 
     python -m etl_assets_tests.private_ray_probe TEMP_DIR
 """
@@ -15,8 +17,10 @@ import dagster as dg
 import numpy as np
 import psutil
 import ray
+import ray.data
 from ray._private import ray_constants
 
+from etl_assets import fixed_size_ray
 from etl_assets.resources import RayResource
 
 OBJECTS = 60
@@ -35,9 +39,9 @@ HELPER_SCRIPTS = ("log_monitor.py", "monitor.py", "dashboard.py")
 
 def ray_processes() -> dict:
     """Ray's spill and restore processes under this one, counted by kind (their titles say which),
-    and the helper scripts running under it."""
+    the helper scripts running under it, and its programs (the GCS and the raylet)."""
     io_workers = dict.fromkeys(IO_WORKERS, 0)
-    helpers = []
+    helpers, programs = [], set()
     for proc in psutil.Process().children(recursive=True):
         try:
             command = proc.cmdline()
@@ -47,7 +51,15 @@ def ray_processes() -> dict:
             for kind in IO_WORKERS:
                 io_workers[kind] += kind in command[0]
         helpers += [Path(arg).name for arg in command if Path(arg).name in HELPER_SCRIPTS]
-    return {"io_workers": io_workers, "helpers": sorted(helpers)}
+        programs |= {Path(command[0]).name} if command else set()
+    return {"io_workers": io_workers, "helpers": sorted(helpers), "programs": sorted(programs)}
+
+
+def data_actors() -> list[str]:
+    """The named actors of every namespace after a small Dataset execution (Ray Data's helpers are
+    named, detached actors)."""
+    assert ray.data.range(10, override_num_blocks=2).map_batches(lambda b: b).count() == 10
+    return sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True))
 
 
 @dg.asset
@@ -58,7 +70,9 @@ def spilled(ray_cluster: RayResource) -> dict:
     refs = [ray.put(np.full(OBJECT_BYTES, i, np.uint8)) for i in range(OBJECTS)]
     if [int(array[0]) for array in ray.get(refs)] != list(range(OBJECTS)):
         raise AssertionError("an object came back from the disk with other contents")
-    return ray_processes()
+    on_fixed_size = data_actors()
+    fixed_size_ray._FIXED_SIZE.clear()  # the control: Ray Data as shipped on the same Ray
+    return {**ray_processes(), "data_actors": on_fixed_size, "data_actors_as_shipped": data_actors()}
 
 
 def main() -> None:

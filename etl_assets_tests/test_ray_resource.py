@@ -17,7 +17,7 @@ import ray
 import ray.data
 from ray.data._internal.execution.resource_manager import ResourceManager
 
-from etl_assets import resources
+from etl_assets import fixed_size_ray, resources
 from etl_assets.ray_steps import bucketed, exchange, from_tables, map_blocks
 from etl_assets.resources import RayResource
 from etl_assets.transforms.common import hash_buckets
@@ -72,19 +72,27 @@ def two_tasks() -> tuple[dict, dict]:
 
 
 # The control asks only once a minute: its tasks cannot overlap however slowly they are dispatched.
-@pytest.mark.parametrize("refresh", [resources.DATA_LIMITS_REFRESH_SECONDS, 60.0], ids=["as set", "control"])
-def test_a_ray_data_job_runs_a_task_on_every_cpu_from_its_start(refresh, monkeypatch):
-    """Ray 2.60 leaves a new Dataset execution on one task at a time until it learns its CPUs, which
-    it asks for again only a second after its start; the resource has it ask every 10 ms. Two
-    blocks on the session's two CPUs: as set, their tasks overlap. With a long interval (the
-    control) they do not: should a later Ray answer at once, the control fails and the
-    workaround can go."""
+@pytest.mark.parametrize(
+    ("fixed_size", "refresh"),
+    [(True, 60.0), (False, resources.DATA_LIMITS_REFRESH_SECONDS), (False, 60.0)],
+    ids=["fixed size", "connected, as set", "connected, control"],
+)
+def test_a_ray_data_job_runs_a_task_on_every_cpu_from_its_start(fixed_size, refresh, monkeypatch):
+    """Ray 2.60 leaves a new Dataset execution on one task at a time until it learns its CPUs from
+    Ray Data's autoscaling coordinator, which it asks again only a second after its start. On a
+    Ray the platform started (of fixed size, as the session's) an execution reads them at once,
+    however seldom it asks. On a Ray it only connected to, the resource has it ask every 10 ms.
+    Two blocks on the session's two CPUs: their tasks overlap in both cases. With the coordinator
+    asked once a minute (the control) they do not: should a later Ray answer at once, the control
+    fails and the workaround can go."""
+    if not fixed_size:  # the session's Ray as if this process had only connected to it
+        monkeypatch.setattr(fixed_size_ray, "_FIXED_SIZE", set())
     # Whatever earlier tests set: only the resource's own setup may change it here.
     monkeypatch.setattr(ResourceManager, "GLOBAL_LIMITS_UPDATE_INTERVAL_S", 1.0)
     monkeypatch.setattr(resources, "DATA_LIMITS_REFRESH_SECONDS", refresh)
     first, second = two_tasks()
     overlap = second["start"] < first["end"]
-    assert overlap == (refresh < 1), (first, second)
+    assert overlap == (fixed_size or refresh < 1), (first, second)
 
 
 @pytest.mark.parametrize("buckets", [1, 3])
@@ -161,12 +169,16 @@ def test_a_private_ray_runs_only_as_many_spill_and_restore_processes_as_set(priv
 
 
 def test_a_private_ray_runs_without_the_helpers_a_run_has_no_use_for(private_ray_runs):
-    """The autoscaler monitor and the log monitor are stopped once Ray has started (about 90 MiB
-    each); the API server (``dashboard.py``, minimal without the dashboard) keeps running, which
-    shows the probe sees Ray's helper scripts at all."""
+    """The autoscaler monitor, the log monitor and the API server are stopped once Ray has started
+    (90-110 MiB each), and Ray Data starts neither of its helper actors (about 200 MiB each): its
+    executions on a private Ray take its CPUs as they are and report no metrics. The controls:
+    the probe sees Ray's own programs under it, and Ray Data as shipped on the same Ray starts
+    both actors."""
     for run in private_ray_runs:
-        assert "dashboard.py" in run["helpers"], run
-        assert not {"monitor.py", "log_monitor.py"} & set(run["helpers"]), run
+        assert {"gcs_server", "raylet"} <= set(run["programs"]), run
+        assert run["helpers"] == [], run
+        assert run["data_actors"] == [], run
+        assert run["data_actors_as_shipped"] == ["AutoscalingCoordinator", "datasets_stats_actor"], run
 
 
 def test_spill_workers_must_be_at_least_one():
