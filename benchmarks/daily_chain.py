@@ -48,14 +48,33 @@ def step_seconds(result: dg.ExecuteInProcessResult) -> dict[str, float]:
     }
 
 
-def run_platform(root: Path, warehouse: Path, assets: list, record: dict | None = None) -> None:
+def run_platform(
+    root: Path, warehouse: Path, assets: list, record: dict | None = None, starts: dict | None = None
+) -> None:
+    """One run of ``assets`` for the day; ``record`` gets each step's seconds, ``starts`` each
+    step's start (Unix time)."""
+    instance = dg.DagsterInstance.ephemeral()
     result = dg.materialize(
-        assets, partition_key=DAY.isoformat(), resources=platform_resources(root, warehouse)
+        assets,
+        partition_key=DAY.isoformat(),
+        resources=platform_resources(root, warehouse),
+        instance=instance,
     )
     if not result.success:
         raise RuntimeError("the platform's run failed")
     if record is not None:
         record.update(step_seconds(result))
+    if starts is not None:
+        starts.update(
+            (entry.step_key, entry.timestamp)
+            for entry in instance.all_logs(result.run_id, of_type=dg.DagsterEventType.STEP_START)
+        )
+
+
+def step_at(starts: dict[str, float], moment: float) -> str | None:
+    """The step running at ``moment`` in a run whose steps run one at a time: the last one started."""
+    started = [(at, step) for step, at in starts.items() if at <= moment]
+    return max(started)[1] if started else None
 
 
 def measure(name: str, fn) -> dict:

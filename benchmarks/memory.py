@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from benchmarks.chain_peers import lake_files
-from benchmarks.daily_chain import CHAIN, DIMENSION, run_platform
+from benchmarks.daily_chain import CHAIN, DIMENSION, run_platform, step_at
 from benchmarks.machine import machine
 from benchmarks.private_ray import private_ray
 from benchmarks.rss import peak_rss
@@ -85,9 +85,10 @@ def main() -> None:
         with private_ray(object_store_mb=args.object_store_mb, spill_workers=args.spill_workers):
             run_platform(root, warehouse, DIMENSION)
             steps: dict = {}
+            starts: dict = {}
             with peak_rss(with_pss=True) as peak:
                 start = time.perf_counter()
-                run_platform(root, warehouse, run, steps)
+                run_platform(root, warehouse, run, steps, starts)
                 wall = time.perf_counter() - start
         size = {
             "orders_per_day": orders,
@@ -96,6 +97,7 @@ def main() -> None:
             "rows_per_second": round(rows_in / wall, 1),
             "peak_rss_mib": peak.mib,
             "peak_pss_mib": peak.pss_mib,
+            "step_at_peak": step_at(starts, peak.at),
             "rss_mib_by_process_at_peak": peak.breakdown_mib(),
             "processes_at_peak": peak.processes,
             "step_seconds": steps,

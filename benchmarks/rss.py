@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -71,6 +72,8 @@ class Peak:
     # RSS per process name at the moment of the RSS peak, and the number of processes of each name.
     breakdown: dict[str, int] = field(default_factory=dict)
     processes: dict[str, int] = field(default_factory=dict)
+    # When the RSS peak was sampled (Unix time): which step of a run held it.
+    at: float = 0.0
 
     @property
     def mib(self) -> float:
@@ -98,6 +101,7 @@ def sample_until_stopped(
             # Names only for a new peak: reading every command line each time cost more than the rest.
             peak.bytes = rss
             peak.breakdown, peak.processes = rss_and_count_by_name(per_pid)
+            peak.at = time.time()
         peak.pss_bytes = max(peak.pss_bytes, pss)
         started.set()
         if stopping:
@@ -139,6 +143,7 @@ def peak_rss(interval: float = 0.05, with_pss: bool = False) -> Iterator[Peak]:
     found = json.loads(out)
     peak.bytes, peak.pss_bytes = found["bytes"], found["pss_bytes"]
     peak.breakdown, peak.processes = found["breakdown"], found["processes"]
+    peak.at = found["at"]
 
 
 def main() -> None:
