@@ -78,7 +78,7 @@ def run_split(home: Path) -> dict:
 
 def cli_run(data_dir: Path, home: Path, ray_env: dict[str, str]) -> dict:
     env = {**os.environ, "ETL_DATA_DIR": str(data_dir), "DAGSTER_HOME": str(home)}
-    for name in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH"):
+    for name in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "RAY_USAGE_STATS_ENABLED"):
         env.pop(name, None)
     env.update(ray_env)
     shutil.rmtree(data_dir / "warehouse", ignore_errors=True)

@@ -10,9 +10,11 @@ one machine has nothing to autoscale (its CPUs are all the execution may use) an
 Ray runs no dashboard.
 
 ``treat_as_fixed_size`` marks the Ray this process is connected to as such a Ray. Dataset
-executions on it then read its size once (``FixedSizeCluster``) and report no metrics to the
-stats actor, so neither actor starts. On any other Ray (a cluster reached through
-``RAY_ADDRESS``, which may autoscale and may run a dashboard) Ray Data behaves as shipped.
+executions on it then read its size at their start (``FixedSizeCluster``) and report no metrics
+to the stats actor, so neither actor starts. The persistent local Ray (``make ray-up``) says it is
+one too (``declares_fixed_size``): every run connecting to it marks it. On any other Ray (a
+cluster reached through ``RAY_ADDRESS``, which may autoscale and may run a dashboard) Ray Data
+behaves as shipped.
 
 Ray has no public setting for either: the cluster autoscaler is a ``DeveloperAPI`` interface
 that ``create_cluster_autoscaler`` chooses without a hook for one of ours, and ``_StatsManager``
@@ -29,6 +31,8 @@ from ray.data._internal.cluster_autoscaler import ClusterAutoscaler
 from ray.data._internal.execution import streaming_executor
 from ray.data._internal.execution.interfaces.execution_options import ExecutionResources
 from ray.data._internal.stats import _StatsManager
+
+from etl_assets.ray_cluster import FIXED_SIZE_RESOURCE
 
 # The GCS addresses of the Rays this process marked: a process may start one, stop it and later
 # connect to another (a test's private Ray, then the session's), and only the marked ones count.
@@ -56,6 +60,12 @@ class FixedSizeCluster(ClusterAutoscaler):
 def on_fixed_size_ray() -> bool:
     """Whether this process is connected to a Ray it marked with ``treat_as_fixed_size``."""
     return ray.is_initialized() and ray.get_runtime_context().gcs_address in _FIXED_SIZE
+
+
+def declares_fixed_size() -> bool:
+    """Whether the Ray this process is connected to says it is of fixed size: it was started with
+    the resource ``FIXED_SIZE_RESOURCE``, as ``ray_cluster up`` starts the persistent local Ray."""
+    return FIXED_SIZE_RESOURCE in ray.cluster_resources()
 
 
 def treat_as_fixed_size() -> None:

@@ -32,6 +32,9 @@ HOST = "127.0.0.1"
 START_TIMEOUT = 60
 # `ray start --block` drains its processes for up to about 30 s after SIGTERM.
 STOP_TIMEOUT = 45
+# A resource of the head that says the cluster is of fixed size (nothing autoscales it, and it
+# runs no dashboard): runs connecting to it spare Ray Data's helper actors (``fixed_size_ray``).
+FIXED_SIZE_RESOURCE = "etl_assets_fixed_size"
 
 
 def _free_port() -> int:
@@ -73,6 +76,9 @@ def client_env() -> dict[str, str]:
         "RAY_ADDRESS": (STATE / "address").read_text().strip(),
         "RAY_AUTH_MODE": "token",
         "RAY_AUTH_TOKEN_PATH": str((STATE / "auth_token").resolve()),
+        # As the head runs (``--disable-usage-stats``). A driver that connects keeps Ray's usage
+        # stats on otherwise, and Ray Data then starts an actor on the cluster to collect them.
+        "RAY_USAGE_STATS_ENABLED": "0",
     }
 
 
@@ -111,6 +117,7 @@ def up(num_cpus: int | None, object_store_mb: int, spill_workers: int | None = N
         f"--temp-dir={temp_dir}",
         "--include-dashboard=false",
         "--disable-usage-stats",
+        f"--resources={json.dumps({FIXED_SIZE_RESOURCE: 1})}",
     ]
     if num_cpus:
         command.append(f"--num-cpus={num_cpus}")

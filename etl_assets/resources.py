@@ -16,7 +16,7 @@ from ray.data import DataContext, ExecutionResources
 from ray.data._internal.execution.resource_manager import ResourceManager
 
 from etl_assets import storage
-from etl_assets.fixed_size_ray import treat_as_fixed_size
+from etl_assets.fixed_size_ray import declares_fixed_size, treat_as_fixed_size
 from etl_assets.ray_cluster import spill_settings
 from etl_assets.ray_steps import cluster_cpus
 from etl_assets.settings import load_settings
@@ -176,6 +176,8 @@ class RayResource(dg.ConfigurableResource):
         elif self.address:
             ray.init(address=self.address, log_to_driver=False)
             self._opened = "connected"
+            if declares_fixed_size():  # the persistent local Ray (``make ray-up``)
+                treat_as_fixed_size()
         else:
             os.makedirs(self.temp_dir, exist_ok=True)
             start_local_ray(self.temp_dir, self.object_store_memory_mb, self.spill_workers, self.num_cpus)

@@ -20,13 +20,22 @@ def test_a_run_connects_to_the_persistent_ray_and_down_stops_it(tmp_path, monkey
         assert env["RAY_AUTH_MODE"] == "token" and os.stat(env["RAY_AUTH_TOKEN_PATH"]).st_mode & 0o077 == 0
         # A fresh process, as a Dagster run would be, with only the printed variables: the run's
         # resource connects, and disconnects after the run without stopping the cluster.
+        # The cluster says it is of fixed size: a Dataset execution starts no Ray Data actor on it,
+        # and starts both once this process forgets that (the control).
         script = (
             "import dagster as dg, ray\n"
+            "from etl_assets import fixed_size_ray\n"
             "from etl_assets.resources import RayResource\n"
+            "def data_actors():\n"
+            "    assert ray.data.range(4, override_num_blocks=2).map_batches(lambda b: b).count() == 4\n"
+            "    return sorted(a['name'] for a in ray.util.list_named_actors(all_namespaces=True))\n"
             "@dg.asset\n"
             "def answer(ray_cluster: RayResource) -> int:\n"
             "    config = ray._private.state.state.get_system_config()\n"
             "    print('max_io_workers:', config.get('max_io_workers'))\n"
+            "    print('data actors:', data_actors())\n"
+            "    fixed_size_ray._FIXED_SIZE.clear()\n"
+            "    print('data actors as shipped:', data_actors())\n"
             "    return ray.get(ray.remote(lambda: 41 + 1).remote())\n"
             "result = dg.materialize([answer], resources={'ray_cluster': RayResource()})\n"
             "print('connected after the run:', ray.is_initialized())\n"
@@ -43,6 +52,8 @@ def test_a_run_connects_to_the_persistent_ray_and_down_stops_it(tmp_path, monkey
         assert "connected after the run: False" in done.stdout
         assert ray_cluster.running_pid() == pid
         assert "max_io_workers: 1" in done.stdout, done.stdout[-2000:]
+        assert "data actors: []" in done.stdout, done.stdout[-2000:]
+        assert "data actors as shipped: ['AutoscalingCoordinator', 'datasets_stats_actor']" in done.stdout
         assert ray_cluster.up(num_cpus=1, object_store_mb=128) == env  # already up: the same cluster
     finally:
         ray_cluster.down()
