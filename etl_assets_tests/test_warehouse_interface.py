@@ -92,6 +92,9 @@ def test_replace_window_replaces_exactly_its_days(place):
     # Only the asked days are counted; a day without rows is left out.
     assert wh.partition_row_counts(DAILY, [D3, D2]) == {"2024-01-02": 2}
     assert wh.partition_row_counts(DAILY, []) == {}
+    # A window's size before reading it: the asked days, or the whole table.
+    assert wh.window_row_count(DAILY, [D3, D2]) == 2
+    assert wh.window_row_count(DAILY, None) == 4
     assert wh.partitions(DAILY) == ["2024-01-01", "2024-01-02"]
     assert place.staging_left() == []
     if place.resource.kind.startswith("delta"):

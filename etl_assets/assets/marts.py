@@ -90,7 +90,7 @@ def daily_customer_metrics(
     backend = warehouse.backend()
     columns = ["order_date", "customer_id", "customer_segment", "order_amount"]
     with source_failures(), timed() as timer:
-        buckets = buckets_for(sum(backend.partition_row_counts(CUSTOMER_ORDERS, days).values()))
+        buckets = buckets_for(backend.window_row_count(CUSTOMER_ORDERS, days))
         partials = map_blocks(
             backend.read(CUSTOMER_ORDERS, days, columns),
             bucketed(partial_daily_metrics, "customer_id", buckets),

@@ -34,15 +34,6 @@ def read_columns(
 LOCAL_ROWS = 250_000
 
 
-def window_rows(
-    backend: Warehouse, contract: TableContract, partitions: Sequence[PartitionValue] | None
-) -> int:
-    """Rows of the window (or of the whole table), from the table's metadata."""
-    if partitions is None or contract.partition_column is None:
-        return backend.row_count(contract)
-    return sum(backend.partition_row_counts(contract, partitions).values())
-
-
 def block_partials(
     ray_cluster: RayResource | None,
     backend: Warehouse,
@@ -62,7 +53,7 @@ def block_partials(
     if not backend.exists(contract):
         return iter(())
     columns = list(dict.fromkeys(columns))
-    rows = window_rows(backend, contract, partitions)
+    rows = backend.window_row_count(contract, partitions)
     if rows <= LOCAL_ROWS:
         return iter([per_block(read_columns(backend, contract, partitions, columns))])
     if ray_cluster is not None:

@@ -139,6 +139,13 @@ class Warehouse(ABC):
     def row_count(self, table: TableContract) -> int:
         """Rows in the table now; 0 when it does not exist yet."""
 
+    def window_row_count(self, table: TableContract, partitions: Sequence[PartitionValue] | None) -> int:
+        """Rows of ``partitions`` of the table (of the whole table when None or when it has no
+        partition column), from its metadata: how big a window's read will be before reading it."""
+        if partitions is None or table.partition_column is None:
+            return self.row_count(table)
+        return sum(self.partition_row_counts(table, partitions).values())
+
     @abstractmethod
     def location(self, table: TableContract) -> str:
         """The table's URI or fully qualified name, for metadata and messages."""
