@@ -58,7 +58,9 @@ def ray_processes() -> dict:
 def data_actors() -> list[str]:
     """The named actors of every namespace after a small Dataset execution (Ray Data's helpers are
     named, detached actors)."""
-    assert ray.data.range(10, override_num_blocks=2).map_batches(lambda b: b).count() == 10
+    # Not a bare assert: the probe must check this under ``python -O`` too.
+    if ray.data.range(10, override_num_blocks=2).map_batches(lambda b: b).count() != 10:
+        raise AssertionError("a Dataset of 10 rows did not count 10")
     return sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True))
 
 

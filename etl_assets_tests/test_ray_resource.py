@@ -17,7 +17,7 @@ import ray
 import ray.data
 from ray.data._internal.execution.resource_manager import ResourceManager
 
-from etl_assets import fixed_size_ray, resources
+from etl_assets import fixed_size_ray, ray_cluster, resources
 from etl_assets.ray_steps import bucketed, exchange, from_tables, map_blocks
 from etl_assets.resources import RayResource
 from etl_assets.transforms.common import hash_buckets
@@ -71,13 +71,19 @@ def two_tasks() -> tuple[dict, dict]:
     return first, second
 
 
+def _kill_ray_data_actors() -> None:
+    for actor in ray.util.list_named_actors(all_namespaces=True):
+        if actor["name"] in ("AutoscalingCoordinator", "datasets_stats_actor"):
+            ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]))
+
+
 # The control asks only once a minute: its tasks cannot overlap however slowly they are dispatched.
 @pytest.mark.parametrize(
     ("fixed_size", "refresh"),
     [(True, 60.0), (False, resources.DATA_LIMITS_REFRESH_SECONDS), (False, 60.0)],
     ids=["fixed size", "connected, as set", "connected, control"],
 )
-def test_a_ray_data_job_runs_a_task_on_every_cpu_from_its_start(fixed_size, refresh, monkeypatch):
+def test_a_ray_data_job_runs_a_task_on_every_cpu_from_its_start(fixed_size, refresh, monkeypatch, request):
     """Ray 2.60 leaves a new Dataset execution on one task at a time until it learns its CPUs from
     Ray Data's autoscaling coordinator, which it asks again only a second after its start. On a
     Ray the platform started (of fixed size, as the session's) an execution reads them at once,
@@ -87,6 +93,8 @@ def test_a_ray_data_job_runs_a_task_on_every_cpu_from_its_start(fixed_size, refr
     fails and the workaround can go."""
     if not fixed_size:  # the session's Ray as if this process had only connected to it
         monkeypatch.setattr(fixed_size_ray, "_FIXED_SIZE", set())
+        # Ray Data then starts its two detached actors (about 400 MiB): not for the whole session.
+        request.addfinalizer(_kill_ray_data_actors)
     # Whatever earlier tests set: only the resource's own setup may change it here.
     monkeypatch.setattr(ResourceManager, "GLOBAL_LIMITS_UPDATE_INTERVAL_S", 1.0)
     monkeypatch.setattr(resources, "DATA_LIMITS_REFRESH_SECONDS", refresh)
@@ -219,3 +227,12 @@ def test_ray_starts_with_the_run_unless_every_step_is_a_check(steps, starts, mon
     run = SimpleNamespace(step_keys_to_execute=steps)
     RayResource().setup_for_execution(SimpleNamespace(dagster_run=run, log=logging.getLogger(__name__)))
     assert len(started) == starts
+
+
+def test_only_a_ray_started_with_the_resource_says_it_is_of_fixed_size():
+    """The session's Ray was started by this process (marked as ``start_local_ray`` marks a
+    private Ray) without the persistent head's resource: a run that only connected to such a Ray
+    would leave Ray Data as shipped."""
+    assert fixed_size_ray.on_fixed_size_ray()
+    assert not fixed_size_ray.declares_fixed_size()
+    assert ray.cluster_resources().get(ray_cluster.FIXED_SIZE_RESOURCE) is None
