@@ -35,6 +35,7 @@ STOP_TIMEOUT = 45
 # A resource of the head that says the cluster is of fixed size (nothing autoscales it, and it
 # runs no dashboard): runs connecting to it spare Ray Data's helper actors (``fixed_size_ray``).
 FIXED_SIZE_RESOURCE = "etl_assets_fixed_size"
+HEAD_RESOURCES = {FIXED_SIZE_RESOURCE: 1}
 
 
 def _free_port() -> int:
@@ -95,7 +96,16 @@ def spill_settings(spill_workers: int | None) -> dict[str, int]:
 
 
 def up(num_cpus: int | None, object_store_mb: int, spill_workers: int | None = None) -> dict[str, str]:
+    """Start the persistent Ray unless one runs already; the variables that reach it."""
     if running_pid() is not None:
+        if not (STATE / "resources").exists():
+            # A head started by an earlier version, without FIXED_SIZE_RESOURCE: runs still work,
+            # with Ray Data's two helper actors on it (about 400 MiB).
+            print(
+                "the persistent Ray running was started by an earlier etl_assets: "
+                "`make ray-down && make ray-up` restarts it without Ray Data's helper actors",
+                file=sys.stderr,
+            )
         return client_env()
     STATE.mkdir(parents=True, exist_ok=True)
     token = STATE / "auth_token"
@@ -117,7 +127,7 @@ def up(num_cpus: int | None, object_store_mb: int, spill_workers: int | None = N
         f"--temp-dir={temp_dir}",
         "--include-dashboard=false",
         "--disable-usage-stats",
-        f"--resources={json.dumps({FIXED_SIZE_RESOURCE: 1})}",
+        f"--resources={json.dumps(HEAD_RESOURCES)}",
     ]
     if num_cpus:
         command.append(f"--num-cpus={num_cpus}")
@@ -130,6 +140,7 @@ def up(num_cpus: int | None, object_store_mb: int, spill_workers: int | None = N
         )
     (STATE / "head.pid").write_text(str(head.pid))
     (STATE / "temp_dir").write_text(temp_dir)
+    (STATE / "resources").write_text(json.dumps(HEAD_RESOURCES) + "\n")
     address = f"{HOST}:{port}"
     deadline = time.monotonic() + START_TIMEOUT
     while not _listening(port):
@@ -156,7 +167,7 @@ def down() -> None:
     temp_dir = STATE / "temp_dir"
     if temp_dir.exists():
         shutil.rmtree(temp_dir.read_text(), ignore_errors=True)
-    for name in ("head.pid", "address", "temp_dir", "auth_token"):
+    for name in ("head.pid", "address", "temp_dir", "auth_token", "resources"):
         (STATE / name).unlink(missing_ok=True)
 
 

@@ -10,7 +10,7 @@ import psutil
 from etl_assets import ray_cluster
 
 
-def test_a_run_connects_to_the_persistent_ray_and_down_stops_it(tmp_path, monkeypatch):
+def test_a_run_connects_to_the_persistent_ray_and_down_stops_it(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(ray_cluster, "STATE", tmp_path / "ray")
     # One spill worker: the run below reads the setting back from the cluster's own config.
     env = ray_cluster.up(num_cpus=1, object_store_mb=128, spill_workers=1)
@@ -27,7 +27,8 @@ def test_a_run_connects_to_the_persistent_ray_and_down_stops_it(tmp_path, monkey
             "from etl_assets import fixed_size_ray\n"
             "from etl_assets.resources import RayResource\n"
             "def data_actors():\n"
-            "    assert ray.data.range(4, override_num_blocks=2).map_batches(lambda b: b).count() == 4\n"
+            "    if ray.data.range(4, override_num_blocks=2).map_batches(lambda b: b).count() != 4:\n"
+            "        raise AssertionError('a Dataset of 4 rows did not count 4')\n"
             "    return sorted(a['name'] for a in ray.util.list_named_actors(all_namespaces=True))\n"
             "@dg.asset\n"
             "def answer(ray_cluster: RayResource) -> int:\n"
@@ -53,8 +54,14 @@ def test_a_run_connects_to_the_persistent_ray_and_down_stops_it(tmp_path, monkey
         assert ray_cluster.running_pid() == pid
         assert "max_io_workers: 1" in done.stdout, done.stdout[-2000:]
         assert "data actors: []" in done.stdout, done.stdout[-2000:]
-        assert "data actors as shipped: ['AutoscalingCoordinator', 'datasets_stats_actor']" in done.stdout
+        shipped = "data actors as shipped: ['AutoscalingCoordinator', 'datasets_stats_actor']"
+        assert shipped in done.stdout, done.stdout[-2000:]
         assert ray_cluster.up(num_cpus=1, object_store_mb=128) == env  # already up: the same cluster
+        assert capsys.readouterr().err == ""
+        # A head an earlier version started, without the resource: `up` says how to restart it.
+        (tmp_path / "ray" / "resources").unlink()
+        assert ray_cluster.up(num_cpus=1, object_store_mb=128) == env
+        assert "`make ray-down && make ray-up` restarts it" in capsys.readouterr().err
     finally:
         ray_cluster.down()
     assert ray_cluster.running_pid() is None

@@ -95,6 +95,7 @@ def test_replace_window_replaces_exactly_its_days(place):
     # A window's size before reading it: the asked days, or the whole table.
     assert wh.window_row_count(DAILY, [D3, D2]) == 2
     assert wh.window_row_count(DAILY, None) == 4
+    assert wh.window_row_count(DAILY, []) == 0
     assert wh.partitions(DAILY) == ["2024-01-01", "2024-01-02"]
     assert place.staging_left() == []
     if place.resource.kind.startswith("delta"):
@@ -155,6 +156,8 @@ def test_merge_upserts_by_key_and_is_idempotent(place):
         {"id": 3, "value": 5.0},
     ]
     assert result.rows_written == 2 and result.table_row_count == 3
+    # A table without partitions: its window is the whole table, whatever days are asked.
+    assert wh.window_row_count(contract, [D1]) == wh.window_row_count(contract, None) == 3
 
 
 def test_read_returns_only_the_requested_days_with_their_types(place):

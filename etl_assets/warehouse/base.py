@@ -141,7 +141,9 @@ class Warehouse(ABC):
 
     def window_row_count(self, table: TableContract, partitions: Sequence[PartitionValue] | None) -> int:
         """Rows of ``partitions`` of the table (of the whole table when None or when it has no
-        partition column), from its metadata: how big a window's read will be before reading it."""
+        partition column): how big a window's read will be before reading it. Counted as
+        ``partition_row_counts`` and ``row_count`` count (from Delta's metadata; a ``COUNT`` over
+        the window's days on SQL)."""
         if partitions is None or table.partition_column is None:
             return self.row_count(table)
         return sum(self.partition_row_counts(table, partitions).values())
