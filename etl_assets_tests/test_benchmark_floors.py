@@ -3,6 +3,7 @@ graph whose bodies only report; the floor is only a floor of the real runs if th
 what they record: the same assets, partitions and checks, one result per partition."""
 
 import dagster as dg
+import pytest
 
 from benchmarks.backfill import range_tags
 from benchmarks.floors import reporting_graph
@@ -25,9 +26,18 @@ def _real_graph():
     return graph, assets, {key for key in graph.asset_check_keys if key.asset_key in assets}
 
 
-def test_reporting_graph_has_the_daily_chains_assets_checks_and_partitions():
+# Grouped: the same checks in one step per asset and partitioning, a lever measured before it is built.
+GROUPINGS = pytest.mark.parametrize("grouped", [False, True], ids=["a step per check", "grouped"])
+
+
+@GROUPINGS
+def test_reporting_graph_has_the_daily_chains_assets_checks_and_partitions(grouped):
     real, assets, checks = _real_graph()
-    mirror = _as_definitions(reporting_graph()).resolve_asset_graph()
+    graph = reporting_graph(grouped=grouped)
+    mirror = _as_definitions(graph).resolve_asset_graph()
+    check_steps = [node for node in graph if isinstance(node, dg.AssetChecksDefinition)]
+    groups = {(key.asset_key, real.get(key).partitions_def is not None) for key in checks}
+    assert len(check_steps) == (len(groups) if grouped else len(checks))
     assert mirror.materializable_asset_keys == assets
     assert mirror.asset_check_keys == checks
     for key in assets:
@@ -43,9 +53,11 @@ def test_reporting_graph_has_the_daily_chains_assets_checks_and_partitions():
     assert not without_checks.asset_check_keys
 
 
-def test_reporting_graph_records_one_result_per_partition():
+@GROUPINGS
+def test_reporting_graph_records_one_result_per_partition(grouped):
     instance = dg.DagsterInstance.ephemeral()
-    result = dg.materialize(reporting_graph(), instance=instance, tags=range_tags(0, len(DAYS) - 1))
+    graph = reporting_graph(grouped=grouped)
+    result = dg.materialize(graph, instance=instance, tags=range_tags(0, len(DAYS) - 1))
     assert result.success
     events = [entry.dagster_event for entry in instance.all_logs(result.run_id) if entry.dagster_event]
     materialized = sorted(
