@@ -89,75 +89,68 @@ def _reporting_asset(original: dg.AssetsDefinition) -> dg.AssetsDefinition:
 
 
 def _reporting_check(original: dg.AssetChecksDefinition) -> dg.AssetChecksDefinition:
-    """``original``'s check key, blocking and partitioning, its body only reporting a pass (one
-    evaluation per partition, as ``etl_assets.checks.partitioned.per_partition`` yields them)."""
-    (spec,) = original.check_specs
-    partitions_def = original.partitions_def
-
-    @dg.asset_check(
-        asset=spec.asset_key, name=spec.name, blocking=spec.blocking, partitions_def=partitions_def
-    )
-    def _check(context):
-        if partitions_def is None:
-            yield dg.AssetCheckResult(passed=True)
-            return
-        for partition in context.partition_keys:
-            yield dg.AssetCheckEvaluation(
-                asset_key=spec.asset_key, check_name=spec.name, passed=True, partition=partition
-            )
-        yield dg.Output(None)
-
-    return _check
-
-
-def _grouped_reporting_checks(originals: list[dg.AssetChecksDefinition]) -> list[dg.AssetChecksDefinition]:
-    """The same check keys, blocking and partitioning as ``originals``, grouped into one step per
-    asset and partitioning (a ``multi_asset_check`` that can run any subset, as the UI's "Execute
-    check" asks), each reporting as ``_reporting_check`` does: what fewer check steps would save."""
-    groups: dict[tuple[dg.AssetKey, bool], list[dg.AssetCheckSpec]] = {}
-    for original in originals:
-        (spec,) = original.check_specs
-        partitions_def = original.partitions_def
-        groups.setdefault((spec.asset_key, partitions_def is not None), []).append(
-            dg.AssetCheckSpec(
-                spec.name, asset=spec.asset_key, blocking=spec.blocking, partitions_def=partitions_def
-            )
+    """``original``'s step: its check keys, blocking and partitioning, its body only reporting a
+    pass (one evaluation per partition, as ``etl_assets.checks.partitioned.per_partition`` yields
+    them)."""
+    specs = [
+        dg.AssetCheckSpec(
+            spec.name, asset=spec.asset_key, blocking=spec.blocking, partitions_def=spec.partitions_def
         )
-    return [
-        _reporting_check_group(specs, f"{key.to_python_identifier()}_{'partitioned' if part else 'whole'}")
-        for (key, part), specs in groups.items()
+        for spec in original.check_specs
     ]
+    return _reporting_check_group(specs, original.node_def.name)
 
 
 def _reporting_check_group(specs: list[dg.AssetCheckSpec], name: str) -> dg.AssetChecksDefinition:
-    partitioned = specs[0].partitions_def is not None
-    by_key = {spec.key: spec for spec in specs}
+    """One step named ``name`` for the checks of ``specs``, each reporting a pass for each
+    partition of the run (or once, unpartitioned); a step of one check as ``@asset_check`` makes it."""
+    if len(specs) == 1:
+        (spec,) = specs
+        return _reporting_single_check(spec, name)
 
-    @dg.multi_asset_check(specs=specs, name=f"{name}_checks", can_subset=True)
+    @dg.multi_asset_check(specs=specs, name=name, can_subset=True)
     def _checks(context):
-        for key in context.selected_asset_check_keys:
-            if not partitioned:
-                yield dg.AssetCheckResult(asset_key=key.asset_key, check_name=key.name, passed=True)
-                continue
-            for partition in context.partition_keys:
-                yield dg.AssetCheckEvaluation(
-                    asset_key=key.asset_key, check_name=key.name, passed=True, partition=partition
-                )
-            yield dg.Output(None, output_name=by_key[key].get_python_identifier())
+        for spec in specs:
+            if spec.key in context.selected_asset_check_keys:
+                yield from _report(context, spec)
+                if spec.partitions_def is not None:
+                    yield dg.Output(None, output_name=spec.get_python_identifier())
 
     return _checks
 
 
-def reporting_graph(with_checks: bool = True, grouped: bool = False) -> list:
-    """The daily chain's backfill graph (``backfill.ASSETS`` and ``backfill.ASSET_CHECKS``) with
-    reporting bodies, or its assets alone; ``grouped``: its checks in one step per asset and
-    partitioning instead of one step each."""
+def _reporting_single_check(spec: dg.AssetCheckSpec, name: str) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=spec.asset_key,
+        name=spec.name,
+        blocking=spec.blocking,
+        partitions_def=spec.partitions_def,
+    )
+    def _check(context):
+        yield from _report(context, spec)
+        if spec.partitions_def is not None:
+            yield dg.Output(None)
+
+    if _check.node_def.name != name:
+        raise ValueError(f"a step of one check is named {_check.node_def.name}, not {name}")
+    return _check
+
+
+def _report(context, spec: dg.AssetCheckSpec):
+    if spec.partitions_def is None:
+        yield dg.AssetCheckResult(asset_key=spec.asset_key, check_name=spec.name, passed=True)
+        return
+    for partition in context.partition_keys:
+        yield dg.AssetCheckEvaluation(
+            asset_key=spec.asset_key, check_name=spec.name, passed=True, partition=partition
+        )
+
+
+def reporting_graph(with_checks: bool = True) -> list:
+    """The daily chain's backfill graph (``backfill.ASSETS`` and ``backfill.ASSET_CHECKS``, a step
+    for each of its check steps) with reporting bodies, or its assets alone."""
     assets = [_reporting_asset(a) for a in backfill.ASSETS]
-    if not with_checks:
-        return assets
-    if grouped:
-        return assets + _grouped_reporting_checks(backfill.ASSET_CHECKS)
-    return assets + [_reporting_check(c) for c in backfill.ASSET_CHECKS]
+    return assets + ([_reporting_check(c) for c in backfill.ASSET_CHECKS] if with_checks else [])
 
 
 # Dagster's settings that change which events a run writes, each pinned by a variant so an
@@ -456,8 +449,6 @@ def main() -> None:
     if args.postgres_url:
         variants += [POSTGRES, POSTGRES_BATCHED, POSTGRES_BATCHED_PLANNED_SUBSET]
     events = dagster_events(reporting_graph(), variants, args.postgres_url, args.repeats)
-    # The same checks in fewer steps: a lever of the platform's own, measured before it is built.
-    grouped = dagster_events(reporting_graph(grouped=True), variants, args.postgres_url, args.repeats)
     # Without the checks: what the per-partition materializations and "planned" events cost alone.
     assets_only = dagster_events(
         reporting_graph(with_checks=False), variants, args.postgres_url, args.repeats
@@ -480,13 +471,16 @@ def main() -> None:
         "dagster_events": {
             "graph": {
                 "assets": sum(len(list(a.specs)) for a in backfill.ASSETS),
-                "partitioned_checks": sum(1 for c in backfill.ASSET_CHECKS if c.partitions_def),
-                "whole_table_checks": sum(1 for c in backfill.ASSET_CHECKS if not c.partitions_def),
+                "check_steps": len(backfill.ASSET_CHECKS),
+                "partitioned_checks": sum(
+                    1 for c in backfill.ASSET_CHECKS for s in c.check_specs if s.partitions_def
+                ),
+                "whole_table_checks": sum(
+                    1 for c in backfill.ASSET_CHECKS for s in c.check_specs if not s.partitions_def
+                ),
             },
             "by_variant": events,
             "assets_only_by_variant": assets_only,
-            "check_steps_grouped": len(_grouped_reporting_checks(backfill.ASSET_CHECKS)),
-            "grouped_checks_by_variant": grouped,
         },
         "target_3_backfill": {
             "target_ratio": TARGET_RATIO,
@@ -496,9 +490,6 @@ def main() -> None:
             # As if the checks cost nothing at all, not even their per-partition results.
             "ratio_floor_without_checks_by_variant": {
                 v: ratio_floor(one_day, events, assets_only, v) for v in assets_only
-            },
-            "ratio_floor_with_checks_grouped_by_variant": {
-                v: ratio_floor(one_day, events, grouped, v) for v in grouped
             },
         },
         "process": process,
@@ -514,11 +505,6 @@ def main() -> None:
             # With what the platform's design adds: its imports, its 25 check steps, warm workers.
             "as_designed": {
                 where: fixed_cost_floor("code_location", events, workers[where]["platform"])
-                for where in ("private", "persistent")
-            },
-            # The same, with the checks in one step per asset and partitioning (not built).
-            "as_designed_with_checks_grouped": {
-                where: fixed_cost_floor("code_location", grouped, workers[where]["platform"])
                 for where in ("private", "persistent")
             },
             "target_seconds": {"private": TARGET_PRIVATE_SECONDS, "persistent": TARGET_PERSISTENT_SECONDS},

@@ -17,10 +17,10 @@ import ray
 
 from etl_assets import definitions
 from etl_assets.checks import window_reads
-from etl_assets.checks.rules import CHECKS
+from etl_assets.checks.rules import check_named, checks_alone
 from etl_assets.resources import RayResource, SourcesResource, WarehouseResource
 
-CHECK = next(c for c in CHECKS if c.check_key.name == "orders_key_unique")
+CHECK = "orders_key_unique"
 
 
 def main() -> None:
@@ -33,14 +33,14 @@ def main() -> None:
         "warehouse": WarehouseResource(root=warehouse),
     }
     assert dg.materialize([definitions.orders_and_rejects], partition_key=day, resources=resources).success
-    defs = dg.Definitions(assets=[definitions.orders_and_rejects], asset_checks=[CHECK], resources=resources)
-    job = defs.resolve_implicit_global_asset_job_def()
+    defs = dg.Definitions(
+        assets=[definitions.orders_and_rejects], asset_checks=[check_named(CHECK)], resources=resources
+    )
+    job = checks_alone(defs.resolve_implicit_global_asset_job_def(), [CHECK])
     for local_rows in (window_reads.LOCAL_ROWS, 0):
         window_reads.LOCAL_ROWS = local_rows
         instance = dg.DagsterInstance.ephemeral()
-        result = job.execute_in_process(
-            partition_key=day, instance=instance, op_selection=[CHECK.node_def.name], raise_on_error=False
-        )
+        result = job.execute_in_process(partition_key=day, instance=instance, raise_on_error=False)
         (found,) = result.get_asset_check_evaluations()
         said = [
             e.user_message

@@ -3,8 +3,8 @@ graph whose bodies only report; the floor is only a floor of the real runs if th
 what they record: the same assets, partitions and checks, one result per partition."""
 
 import dagster as dg
-import pytest
 
+from benchmarks import backfill
 from benchmarks.backfill import range_tags
 from benchmarks.floors import reporting_graph
 from etl_assets.definitions import defs
@@ -26,18 +26,13 @@ def _real_graph():
     return graph, assets, {key for key in graph.asset_check_keys if key.asset_key in assets}
 
 
-# Grouped: the same checks in one step per asset and partitioning, a lever measured before it is built.
-GROUPINGS = pytest.mark.parametrize("grouped", [False, True], ids=["a step per check", "grouped"])
-
-
-@GROUPINGS
-def test_reporting_graph_has_the_daily_chains_assets_checks_and_partitions(grouped):
+def test_reporting_graph_has_the_daily_chains_assets_checks_steps_and_partitions():
     real, assets, checks = _real_graph()
-    graph = reporting_graph(grouped=grouped)
+    graph = reporting_graph()
     mirror = _as_definitions(graph).resolve_asset_graph()
-    check_steps = [node for node in graph if isinstance(node, dg.AssetChecksDefinition)]
-    groups = {(key.asset_key, real.get(key).partitions_def is not None) for key in checks}
-    assert len(check_steps) == (len(groups) if grouped else len(checks))
+    # The same check steps: each costs Dagster its own events.
+    steps = {node.node_def.name for node in graph if isinstance(node, dg.AssetChecksDefinition)}
+    assert steps == {check.node_def.name for check in backfill.ASSET_CHECKS}
     assert mirror.materializable_asset_keys == assets
     assert mirror.asset_check_keys == checks
     for key in assets:
@@ -53,11 +48,9 @@ def test_reporting_graph_has_the_daily_chains_assets_checks_and_partitions(group
     assert not without_checks.asset_check_keys
 
 
-@GROUPINGS
-def test_reporting_graph_records_one_result_per_partition(grouped):
+def test_reporting_graph_records_one_result_per_partition():
     instance = dg.DagsterInstance.ephemeral()
-    graph = reporting_graph(grouped=grouped)
-    result = dg.materialize(graph, instance=instance, tags=range_tags(0, len(DAYS) - 1))
+    result = dg.materialize(reporting_graph(), instance=instance, tags=range_tags(0, len(DAYS) - 1))
     assert result.success
     events = [entry.dagster_event for entry in instance.all_logs(result.run_id) if entry.dagster_event]
     materialized = sorted(

@@ -13,13 +13,14 @@ from deltalake import DeltaTable, write_deltalake
 
 from etl_assets import definitions
 from etl_assets.automation import events_landing_sensor
-from etl_assets.checks.rules import CHECKS, events_nothing_lost
+from etl_assets.checks.rules import check_named, checks_alone, events_nothing_lost
 from etl_assets.resources import RayResource, SourcesResource, WarehouseResource
 from etl_assets.sample_changes import drop_event_batch
 from etl_assets_tests.conftest import PROVENANCE, read_table
 
 EVENT_ASSETS = [definitions.events_and_rejects, definitions.hourly_user_metrics]
-events_reject_rate = next(c for c in CHECKS if c.check_key.name == "events_reject_rate")
+# The step of events' contract checks, its reject rate among them.
+events_reject_rate = check_named("events_reject_rate")
 
 
 @pytest.fixture
@@ -299,15 +300,12 @@ def test_batch_checks_judge_each_batch_in_ray_or_the_driver_and_keys_across_batc
 
     def run_checks(names: list[str], batch_id: str) -> dict:
         """The named checks alone in a batch's run, as the UI's "Execute check" runs them."""
-        checks = [c for c in CHECKS if c.check_key.name in names]
+        checks = list({id(c): c for c in map(check_named, names)}.values())
         defs = dg.Definitions(
             assets=EVENT_ASSETS, asset_checks=checks, resources=resources_for(landing_copy, tmp_path / "w")
         )
-        result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
-            partition_key=batch_id,
-            instance=instance,
-            op_selection=[f"{c.check_key.asset_key.path[-1]}_{c.check_key.name}" for c in checks],
-            raise_on_error=False,
+        result = checks_alone(defs.resolve_implicit_global_asset_job_def(), names).execute_in_process(
+            partition_key=batch_id, instance=instance, raise_on_error=False
         )
         return {(e.check_name, e.partition): e for e in result.get_asset_check_evaluations()}
 

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
-from etl_assets.checks.rules import CHECKS
+from etl_assets.checks.rules import check_named
 from etl_assets.contracts import ALL_TABLES as CONTRACTS
 from etl_assets.contracts import (
     CUSTOMER_ORDERS,
@@ -374,7 +374,7 @@ def test_row_count_anomaly_warns_on_a_day_far_from_the_trailing_mean(sample_dir,
     from etl_assets import definitions
     from etl_assets_tests.conftest import resources
 
-    anomaly = next(c for c in CHECKS if c.check_key.name == "orders_row_count_anomaly")
+    anomaly = check_named("orders_row_count_anomaly")
     sample = tmp_path / "sample"
     shutil.copytree(sample_dir / "sources" / "lake", sample / "sources" / "lake")
     # Day 3 delivers only one of its two files: about half its usual rows.
@@ -386,10 +386,15 @@ def test_row_count_anomaly_warns_on_a_day_far_from_the_trailing_mean(sample_dir,
             "dagster/asset_partition_range_start": day(0).isoformat(),
             "dagster/asset_partition_range_end": day(3).isoformat(),
         },
-        run_config={"ops": {"orders_orders_row_count_anomaly": {"config": {"max_deviation": 0.3}}}},
+        # The step of orders' contract checks takes each check's settings.
+        run_config={"ops": {"orders_contract_checks": {"config": {"max_deviation": 0.3}}}},
     )
     assert result.success  # a warning does not fail the run
-    evaluations = {e.partition: e for e in result.get_asset_check_evaluations()}
+    evaluations = {
+        e.partition: e
+        for e in result.get_asset_check_evaluations()
+        if e.check_name == "orders_row_count_anomaly"
+    }
     assert set(evaluations) == {day(i).isoformat() for i in range(4)}
     assert [p for p, e in evaluations.items() if not e.passed] == [day(3).isoformat()]
     assert evaluations[day(3).isoformat()].severity == dg.AssetCheckSeverity.WARN

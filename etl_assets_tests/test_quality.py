@@ -14,7 +14,8 @@ import ray
 from deltalake import DeltaTable, write_deltalake
 
 from etl_assets import definitions
-from etl_assets.checks.rules import CHECKS, checks_of
+from etl_assets.checks import contract_checks
+from etl_assets.checks.rules import check_named, checks_alone, checks_of
 from etl_assets.contracts import ORDERS, conform
 from etl_assets.contracts.validation import ContractViolation
 from etl_assets.warehouse.delta import DeltaWarehouse
@@ -28,19 +29,12 @@ from etl_assets_tests.conftest import (
 )
 
 
-def check_named(name: str):
-    return next(c for c in CHECKS if name in {k.name for k in c.check_keys})
-
-
 def run_check_alone(sample, warehouse, check_name: str, asset, partition_key: str | None):
-    """Execute one check's op only, as the UI's "Execute check" does."""
+    """Execute one check only, as the UI's "Execute check" does."""
     check = check_named(check_name)
     defs = dg.Definitions(assets=[asset], asset_checks=[check], resources=resources(sample, warehouse))
-    result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
-        partition_key=partition_key,
-        instance=dg.DagsterInstance.ephemeral(),
-        op_selection=[f"{check.check_key.asset_key.path[-1]}_{check_name}"],
-        raise_on_error=False,
+    result = checks_alone(defs.resolve_implicit_global_asset_job_def(), [check_name]).execute_in_process(
+        partition_key=partition_key, instance=dg.DagsterInstance.ephemeral(), raise_on_error=False
     )
     return result.get_asset_check_evaluations()
 
@@ -67,6 +61,66 @@ def test_a_blocking_reject_rate_failure_stops_downstream_assets_in_the_same_run(
     assert "orders" in materialized
     assert not materialized & {"customer_orders", "daily_customer_metrics"}
     assert not (tmp_path / "w" / "customer_orders").exists()
+
+
+def test_a_check_that_cannot_run_lets_its_steps_other_checks_report_and_blocks_nothing(
+    sample_dir, tmp_path, monkeypatch
+):
+    """A table's non-blocking contract checks share a step: one that raises (here every table's
+    rules check) fails the step after the others have reported, and the assets downstream are
+    still built, as when each check had a step of its own."""
+
+    def cannot_run(*args, **kwargs):
+        raise RuntimeError("the rules could not be read")
+
+    monkeypatch.setattr(contract_checks, "contract_outcomes", cannot_run)
+    result = dg.materialize(
+        DAILY_ASSETS + checks_of(DAILY_ASSETS),
+        resources=resources(sample_dir, tmp_path / "w"),
+        partition_key=day(0).isoformat(),
+        raise_on_error=False,
+    )
+    assert not result.success
+    tables = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert {"orders", "customer_orders", "daily_customer_metrics"} <= tables
+    reported = {e.check_name for e in result.get_asset_check_evaluations()}
+    # Every check of the chain reported but the rules checks, which could not run.
+    every = {key.name for check in checks_of(DAILY_ASSETS) for key in check.check_keys}
+    assert reported == {name for name in every if not name.endswith("_contract_rules")}
+    # Dagster wraps the check's own error, its cause.
+    failed = {
+        e.step_key: e.event_specific_data.error.cause.message
+        for e in result.all_events
+        if e.event_type == dg.DagsterEventType.STEP_FAILURE
+    }
+    contract_steps = {
+        c.node_def.name for c in checks_of(DAILY_ASSETS) if c.node_def.name.endswith("_contract_checks")
+    }
+    assert set(failed) == contract_steps
+    assert all("the rules could not be read" in message for message in failed.values())
+
+
+def test_a_step_whose_checks_cannot_run_names_each_of_them(sample_dir, tmp_path, monkeypatch):
+    def cannot_run(*args, **kwargs):
+        raise RuntimeError("the table could not be read")
+
+    monkeypatch.setattr(contract_checks, "contract_outcomes", cannot_run)
+    monkeypatch.setattr(contract_checks, "key_outcomes", cannot_run)
+    orders_checks = check_named("orders_contract_rules")
+    result = dg.materialize(
+        [definitions.orders_and_rejects, orders_checks],
+        resources=resources(sample_dir, tmp_path / "w"),
+        partition_key=day(0).isoformat(),
+        raise_on_error=False,
+    )
+    (failure,) = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    assert failure.step_key == orders_checks.node_def.name
+    assert failure.event_specific_data.error.cause.message.startswith(
+        "RuntimeError: 2 checks could not run: orders_contract_rules: the table could not be read; "
+        "orders_key_unique: the table could not be read"
+    )
+    reported = {e.check_name for e in result.get_asset_check_evaluations()}
+    assert reported == {"orders_schema_matches_contract", "orders_row_count_anomaly"}
 
 
 def _corrupt(path: str, amount_rows: int, fax_rows: int) -> None:

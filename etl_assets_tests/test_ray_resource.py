@@ -215,8 +215,8 @@ def test_a_run_of_checks_alone_starts_ray_only_for_a_window_too_big_for_the_driv
     ("steps", "starts"),
     [
         (None, True),  # every step of the job
-        (["orders_and_rejects", "orders_orders_key_unique"], True),
-        (["orders_orders_key_unique", "orders_orders_contract_rules"], False),
+        (["orders_and_rejects", "orders_contract_checks"], True),
+        (["orders_contract_checks", "orders_orders_reject_rate"], False),
     ],
 )
 def test_ray_starts_with_the_run_unless_every_step_is_a_check(steps, starts, monkeypatch):

@@ -18,7 +18,7 @@ import pyarrow.fs as pafs
 import pytest
 
 from etl_assets import definitions
-from etl_assets.checks.rules import CHECKS
+from etl_assets.checks.rules import check_named
 from etl_assets.contracts import ALL_TABLES
 from etl_assets.sample_changes import apply_crm_changes
 from etl_assets.sample_data import SampleSpec, generate
@@ -175,7 +175,7 @@ def test_merges_are_idempotent_and_order_independent(backend, small_sample, monk
     apply_crm_changes(backend.crm_url, seed=5)
     # With the reconciliation against the CRM, its sums taken in Ray tasks as a big table's are.
     through_ray = judge_windows_in_ray(monkeypatch)
-    reconcile = next(c for c in CHECKS if c.check_key.name == "transactions_reconcile_with_source")
+    reconcile = check_named("transactions_reconcile_with_source")
     result = dg.materialize([*transactions, reconcile], resources=backend.resources(), instance=instance)
     assert result.success and "map_blocks" in through_ray
     pd.testing.assert_frame_equal(warehouse_rows(backend.warehouse), source_rows(backend.crm_url))

@@ -44,11 +44,15 @@ def latest_materializations(
 
 
 def per_partition(
-    context: dg.AssetCheckExecutionContext, outcomes: Mapping[str, Outcome], latest: Latest | None = None
+    context: dg.AssetCheckExecutionContext,
+    outcomes: Mapping[str, Outcome],
+    latest: Latest | None = None,
+    spec: dg.AssetCheckSpec | None = None,
 ) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
     """One evaluation per partition key of the run, each tied to the partition's latest
-    materialization (``latest``, when the check has read them already), then the check's output."""
-    spec = context.check_specs[0]
+    materialization (``latest``, when the check has read them already), then the check's output.
+    ``spec``: which check, in a step of several (``multi_asset_check``); by default the step's one."""
+    spec = spec or context.check_specs[0]
     if latest is None:
         latest = latest_materializations(context.instance, spec.asset_key, list(outcomes))
     targets = {
@@ -68,12 +72,10 @@ def per_partition(
             partition=partition,
             target_materialization_data=targets.get(partition),
         )
-    yield dg.Output(None)
-
-
-def whole(outcome: Outcome) -> dg.AssetCheckResult:
-    """The result of a check over a table that is not partitioned."""
-    return dg.AssetCheckResult(passed=outcome.passed, metadata=outcome.metadata, severity=outcome.severity)
+    # A step of several checks (``multi_asset_check``) has an output per check; a step of one,
+    # Dagster's default output.
+    name = spec.get_python_identifier()
+    yield dg.Output(None, output_name=name) if name in context.op_def.output_dict else dg.Output(None)
 
 
 @dataclass(frozen=True)

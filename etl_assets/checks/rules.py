@@ -8,12 +8,10 @@ from functools import partial
 import dagster as dg
 
 from etl_assets.checks.contract_checks import (
+    WHOLE_TABLE,
     CheckEvents,
-    build_contract_rules_check,
-    build_key_unique_check,
-    build_reject_rate_check,
-    build_row_count_anomaly_check,
-    build_schema_check,
+    RejectRate,
+    build_contract_checks,
 )
 from etl_assets.checks.partitioned import (
     CountKeys,
@@ -24,7 +22,6 @@ from etl_assets.checks.partitioned import (
 )
 from etl_assets.checks.window_reads import block_partials
 from etl_assets.contracts import (
-    ALL_TABLES,
     CUSTOMER_ORDERS,
     CUSTOMERS,
     DAILY_CUSTOMER_METRICS,
@@ -292,21 +289,30 @@ def transactions_watermark_monotonic(context: dg.AssetCheckExecutionContext) -> 
     )
 
 
+# A step per table for its contract's checks (schema, rules, key, and its row-count anomaly where it
+# has one), and one for each blocking check.
 CONTRACT_CHECKS = [
-    *(build_schema_check(c) for c in ALL_TABLES),
-    *(build_contract_rules_check(c) for c in ALL_TABLES),
-    *(
-        build_key_unique_check(c)
-        for c in (RAW_CUSTOMERS, CUSTOMERS, ORDERS, CUSTOMER_ORDERS, DAILY_CUSTOMER_METRICS, TRANSACTIONS)
-    ),
-    # An event id is unique across every batch, not only within one.
-    build_key_unique_check(EVENTS, whole_table=True),
-    build_key_unique_check(HOURLY_USER_METRICS),
+    *build_contract_checks(RAW_CUSTOMERS),
+    *build_contract_checks(CUSTOMERS),
     # Blocking: customer_orders and the metrics would be built from a mostly rejected day.
-    build_reject_rate_check(ORDERS, ORDERS_REJECTS, ORDER_DUPLICATES, blocking=True),
-    # Blocking: hourly_user_metrics would be built from a mostly garbage batch.
-    build_reject_rate_check(EVENTS, EVENTS_REJECTS, EVENT_DUPLICATES, blocking=True),
-    *(build_row_count_anomaly_check(c) for c in (ORDERS, CUSTOMER_ORDERS, DAILY_CUSTOMER_METRICS)),
+    *build_contract_checks(
+        ORDERS,
+        reject_rate=RejectRate(ORDERS_REJECTS, ORDER_DUPLICATES, blocking=True),
+        row_count_anomaly=True,
+    ),
+    *build_contract_checks(ORDERS_REJECTS, key_unique=None),
+    *build_contract_checks(CUSTOMER_ORDERS, row_count_anomaly=True),
+    *build_contract_checks(DAILY_CUSTOMER_METRICS, row_count_anomaly=True),
+    *build_contract_checks(TRANSACTIONS),
+    # An event id is unique across every batch, not only within one. Blocking: hourly_user_metrics
+    # would be built from a mostly garbage batch.
+    *build_contract_checks(
+        EVENTS,
+        key_unique=WHOLE_TABLE,
+        reject_rate=RejectRate(EVENTS_REJECTS, EVENT_DUPLICATES, blocking=True),
+    ),
+    *build_contract_checks(EVENTS_REJECTS, key_unique=None),
+    *build_contract_checks(HOURLY_USER_METRICS),
 ]
 
 CHECKS = [
@@ -327,3 +333,22 @@ def checks_of(assets: list) -> list:
     """The platform's checks of ``assets``: what a run of them from the UI or a schedule runs too."""
     keys = {key for asset in assets for key in asset.keys}
     return [c for c in CHECKS if any(k.asset_key in keys for k in c.check_keys)]
+
+
+def check_named(name: str) -> dg.AssetChecksDefinition:
+    """The step that holds the check called ``name`` (a table's contract checks share one)."""
+    found = [c for c in CHECKS if name in {k.name for k in c.check_keys}]
+    if len(found) != 1:
+        raise KeyError(f"no check is called {name}")
+    return found[0]
+
+
+def check_key_named(name: str) -> dg.AssetCheckKey:
+    """The key of the check called ``name``."""
+    return next(k for k in check_named(name).check_keys if k.name == name)
+
+
+def checks_alone(job: dg.JobDefinition, names: list[str]) -> dg.JobDefinition:
+    """``job`` cut to the checks called ``names``, as the UI's "Execute check" launches them: the
+    steps that hold them run those checks and no others."""
+    return job.get_subset(asset_selection=set(), asset_check_selection={check_key_named(n) for n in names})
