@@ -1,10 +1,9 @@
 """Checks built from a table's contract: schema, rules, key, reject rate and row-count anomaly.
 
-Every check on a partitioned table reports one result per partition of the run. A table's contract
-checks are one step (``build_contract_checks``): the UI still shows and runs each check on its
-own, and a run of the whole chain has one check step per table instead of one per check, each of
-which Dagster pays for in events and storage writes (about 0.08 s a step on SQLite, see
-``benchmarks/floors.py``).
+Every check on a partitioned table reports one result per partition of the run. A table's
+non-blocking contract checks are one step (``build_contract_checks``): the UI still shows and runs
+each check on its own, and a run has one such step per table instead of one per check, each of
+which Dagster pays for in events and storage writes (``benchmarks/README.md``, fixed cost).
 """
 
 import json
