@@ -19,7 +19,7 @@ from etl_assets.sample_changes import drop_event_batch
 from etl_assets_tests.conftest import PROVENANCE, read_table
 
 EVENT_ASSETS = [definitions.events_and_rejects, definitions.hourly_user_metrics]
-# The step of events' contract checks, its reject rate among them.
+# A blocking check: a step of its own.
 events_reject_rate = check_named("events_reject_rate")
 
 

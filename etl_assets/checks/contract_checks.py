@@ -338,7 +338,7 @@ def _contract_check_specs(
                     partitions_def=partitions_def,
                     blocking=reject_rate.blocking,
                     description=f"Per partition, rows in {reject_rate.rejects.name} / rows in (loaded + "
-                    "rows rejected + duplicates collapsed) stays under "
+                    "rejected + duplicates collapsed) stays under "
                     f"`max_rate` (default {contract.max_reject_rate:.0%}, set by the contract)"
                     + ("; blocks downstream assets, which would be wrong." if reject_rate.blocking else "."),
                 ),
@@ -380,7 +380,12 @@ def build_contract_checks(
     each partition, over the whole table, or None for no key check), its reject rate, its
     day-to-day row count. The non-blocking ones share one step, which runs any subset of them; a
     blocking one has a step of its own, named as a lone check's, so that only its own failure
-    stops the assets downstream (an error in any check fails the whole step it is in)."""
+    stops the assets downstream (an error in any check fails the whole step it is in).
+
+    A step has one run config: the shared step's is the row-count anomaly's (``AnomalyThreshold``,
+    shown even when only another of its checks is launched), a blocking step's the reject rate's
+    (``RejectRateConfig``). A new non-blocking check with settings of its own needs them merged
+    into the shared step's, with names that do not clash."""
     judged = _contract_check_specs(contract, key_unique, reject_rate, row_count_anomaly)
     shared = [(spec, judge) for spec, judge in judged if not spec.blocking]
     described = (
@@ -426,10 +431,12 @@ def _checks_step(
                 # as it did not when each check had a step of its own; the step fails after them.
                 try:
                     yield from judges[spec.key](context, spec, config, ray_cluster, backend)
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     errors.append((spec.name, exc))
-        if len(errors) == 1:
-            raise errors[0][1]
+        # One error, or one that asks Dagster for something (a retry, a failure's metadata): as is.
+        for _, exc in errors:
+            if len(errors) == 1 or isinstance(exc, (dg.Failure, dg.RetryRequested)):
+                raise exc
         if errors:
             told = "; ".join(f"{name}: {error_message(exc)}" for name, exc in errors)
             raise RuntimeError(f"{len(errors)} checks could not run: {told}") from errors[0][1]

@@ -52,7 +52,8 @@ def per_partition(
     """One evaluation per partition key of the run, each tied to the partition's latest
     materialization (``latest``, when the check has read them already), then the check's output.
     ``spec``: which check, in a step of several (``multi_asset_check``); by default the step's one."""
-    spec = spec or context.check_specs[0]
+    if spec is None:
+        spec = context.check_specs[0]
     if latest is None:
         latest = latest_materializations(context.instance, spec.asset_key, list(outcomes))
     targets = {
@@ -72,10 +73,11 @@ def per_partition(
             partition=partition,
             target_materialization_data=targets.get(partition),
         )
-    # A step of several checks (``multi_asset_check``) has an output per check; a step of one,
-    # Dagster's default output.
-    name = spec.get_python_identifier()
-    yield dg.Output(None, output_name=name) if name in context.op_def.output_dict else dg.Output(None)
+    # The check's own output: "result" for an ``@asset_check``, one named per check otherwise.
+    yield dg.Output(
+        None,
+        output_name=context.op_execution_context.assets_def.get_output_name_for_asset_check_key(spec.key),
+    )
 
 
 @dataclass(frozen=True)

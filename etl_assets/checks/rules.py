@@ -22,15 +22,14 @@ from etl_assets.checks.partitioned import (
 )
 from etl_assets.checks.window_reads import block_partials
 from etl_assets.contracts import (
+    ALL_TABLES,
     CUSTOMER_ORDERS,
     CUSTOMERS,
     DAILY_CUSTOMER_METRICS,
     EVENTS,
     EVENTS_REJECTS,
-    HOURLY_USER_METRICS,
     ORDERS,
     ORDERS_REJECTS,
-    RAW_CUSTOMERS,
     TRANSACTIONS,
     TableContract,
 )
@@ -289,30 +288,30 @@ def transactions_watermark_monotonic(context: dg.AssetCheckExecutionContext) -> 
     )
 
 
-# A step per table for its contract's checks (schema, rules, key, and its row-count anomaly where it
-# has one), and one for each blocking check.
-CONTRACT_CHECKS = [
-    *build_contract_checks(RAW_CUSTOMERS),
-    *build_contract_checks(CUSTOMERS),
+# What each table's contract checks hold beyond its schema, its rules and its key within a
+# partition: every table of ``ALL_TABLES`` gets them, in a step of its own (and one for each
+# blocking check).
+CONTRACT_CHECK_OPTIONS: dict[str, dict] = {
     # Blocking: customer_orders and the metrics would be built from a mostly rejected day.
-    *build_contract_checks(
-        ORDERS,
-        reject_rate=RejectRate(ORDERS_REJECTS, ORDER_DUPLICATES, blocking=True),
-        row_count_anomaly=True,
-    ),
-    *build_contract_checks(ORDERS_REJECTS, key_unique=None),
-    *build_contract_checks(CUSTOMER_ORDERS, row_count_anomaly=True),
-    *build_contract_checks(DAILY_CUSTOMER_METRICS, row_count_anomaly=True),
-    *build_contract_checks(TRANSACTIONS),
+    ORDERS.name: {
+        "reject_rate": RejectRate(ORDERS_REJECTS, ORDER_DUPLICATES, blocking=True),
+        "row_count_anomaly": True,
+    },
+    ORDERS_REJECTS.name: {"key_unique": None},
+    CUSTOMER_ORDERS.name: {"row_count_anomaly": True},
+    DAILY_CUSTOMER_METRICS.name: {"row_count_anomaly": True},
     # An event id is unique across every batch, not only within one. Blocking: hourly_user_metrics
     # would be built from a mostly garbage batch.
-    *build_contract_checks(
-        EVENTS,
-        key_unique=WHOLE_TABLE,
-        reject_rate=RejectRate(EVENTS_REJECTS, EVENT_DUPLICATES, blocking=True),
-    ),
-    *build_contract_checks(EVENTS_REJECTS, key_unique=None),
-    *build_contract_checks(HOURLY_USER_METRICS),
+    EVENTS.name: {
+        "key_unique": WHOLE_TABLE,
+        "reject_rate": RejectRate(EVENTS_REJECTS, EVENT_DUPLICATES, blocking=True),
+    },
+    EVENTS_REJECTS.name: {"key_unique": None},
+}
+CONTRACT_CHECKS = [
+    step
+    for table in ALL_TABLES
+    for step in build_contract_checks(table, **CONTRACT_CHECK_OPTIONS.get(table.name, {}))
 ]
 
 CHECKS = [
@@ -338,8 +337,10 @@ def checks_of(assets: list) -> list:
 def check_named(name: str) -> dg.AssetChecksDefinition:
     """The step that holds the check called ``name`` (a table's contract checks share one)."""
     found = [c for c in CHECKS if name in {k.name for k in c.check_keys}]
-    if len(found) != 1:
+    if not found:
         raise KeyError(f"no check is called {name}")
+    if len(found) > 1:
+        raise KeyError(f"several steps hold a check called {name}: {[c.node_def.name for c in found]}")
     return found[0]
 
 
@@ -351,4 +352,6 @@ def check_key_named(name: str) -> dg.AssetCheckKey:
 def checks_alone(job: dg.JobDefinition, names: list[str]) -> dg.JobDefinition:
     """``job`` cut to the checks called ``names``, as the UI's "Execute check" launches them: the
     steps that hold them run those checks and no others."""
+    if not names:
+        raise ValueError("checks_alone needs at least one check (an empty selection is the whole job)")
     return job.get_subset(asset_selection=set(), asset_check_selection={check_key_named(n) for n in names})
