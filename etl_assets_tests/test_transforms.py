@@ -11,10 +11,11 @@ from etl_assets.contracts import ORDERS, conform
 from etl_assets.transforms.common import cents_text
 from etl_assets.transforms.customer_orders import join_point_in_time, prepare_dimension
 from etl_assets.transforms.customers import (
+    CHANGED,
     SOURCE_COLUMNS,
     clean_customers,
     mark_versions,
-    scd2_for_changed_customers,
+    scd2_rebuild,
 )
 from etl_assets.transforms.metrics import combine_daily_metrics, partial_daily_metrics
 from etl_assets.transforms.orders import classify_orders, split_classified
@@ -92,28 +93,39 @@ def versions(rows: list[tuple[int, datetime, str]], incoming: bool) -> pa.Table:
 
 def test_scd2_validity_chain_and_current_flag():
     rows = [(1, ts(1), "a"), (1, ts(3), "b"), (1, ts(2), "c"), (2, ts(1), "a")]
-    out = scd2_for_changed_customers(versions(rows, True)).to_pylist()
-    chain = [(r["customer_id"], r["valid_from"], r["valid_to"], r["is_current"]) for r in out]
+    out = scd2_rebuild(versions(rows, True)).to_pylist()
+    chain = [(r["customer_id"], r["valid_from"], r["valid_to"], r["is_current"], r[CHANGED]) for r in out]
     assert chain == [
-        (1, ts(1), ts(2), False),
-        (1, ts(2), ts(3), False),
-        (1, ts(3), None, True),
-        (2, ts(1), None, True),
+        (1, ts(1), ts(2), False, True),
+        (1, ts(2), ts(3), False, True),
+        (1, ts(3), None, True, True),
+        (2, ts(1), None, True, True),
     ]
 
 
-def test_scd2_only_rebuilds_customers_with_incoming_versions_and_incoming_wins():
-    existing = versions([(1, ts(1), "old"), (2, ts(1), "x")], incoming=False)
+def test_scd2_marks_only_customers_with_incoming_versions_changed_and_incoming_wins():
+    existing = versions([(1, ts(1), "old"), (2, ts(1), "x"), (2, ts(3), "y")], incoming=False)
     incoming = versions([(1, ts(1), "new"), (1, ts(2), "later")], incoming=True)
-    out = scd2_for_changed_customers(pa.concat_tables([existing, incoming])).to_pylist()
-    assert [r["customer_id"] for r in out] == [1, 1]
-    assert [r["customer_segment"] for r in out] == ["new", "later"]
-    assert out[0]["valid_to"] == ts(2)
+    out = scd2_rebuild(pa.concat_tables([existing, incoming])).to_pylist()
+    rows = [(r["customer_id"], r["customer_segment"], r["valid_to"], r[CHANGED]) for r in out]
+    assert rows == [
+        (1, "new", ts(2), True),
+        (1, "later", None, True),
+        (2, "x", ts(3), False),
+        (2, "y", None, False),
+    ]
 
 
-@pytest.mark.parametrize("order", [[0, 1, 2], [2, 1, 0], [1, 2, 0]])
-def test_scd2_is_the_same_whatever_order_the_days_arrive_in(order):
-    days = [[(1, ts(1), "a")], [(1, ts(2), "b"), (2, ts(2), "z")], [(1, ts(3), "c")]]
+def test_scd2_of_no_versions_is_empty_with_the_changed_column():
+    out = scd2_rebuild(versions([], True))
+    assert out.num_rows == 0
+    assert out.schema.names[-1] == CHANGED
+
+
+def load_days(order: list[int], days: list[list[tuple]], rewrite: bool) -> pa.Table:
+    """The dimension after loading ``days`` in ``order``: each load rewrites the table from the
+    rebuild (as Delta does) or merges the changed rows by (customer_id, valid_from) (as a SQL
+    warehouse does)."""
     table = None
     for i in order:
         incoming = versions(days[i], True)
@@ -122,21 +134,29 @@ def test_scd2_is_the_same_whatever_order_the_days_arrive_in(order):
             if table is None
             else pa.concat_tables([mark_versions(table.select(incoming.column_names[:-1]), False), incoming])
         )
-        changed = scd2_for_changed_customers(batch)
-        keep = table if table is not None else changed.schema.empty_table()
-        if table is not None:
-            # Merge by (customer_id, valid_from) as the warehouse does.
+        rebuilt = scd2_rebuild(batch)
+        if rewrite or table is None:
+            table = rebuilt.drop_columns([CHANGED])
+        else:
+            changed = rebuilt.filter(rebuilt.column(CHANGED)).drop_columns([CHANGED])
             keys = set(zip(changed["customer_id"].to_pylist(), changed["valid_from"].to_pylist()))
             mask = [
                 (c, v) not in keys
-                for c, v in zip(keep["customer_id"].to_pylist(), keep["valid_from"].to_pylist())
+                for c, v in zip(table["customer_id"].to_pylist(), table["valid_from"].to_pylist())
             ]
-            keep = keep.filter(pa.array(mask))
-        table = pa.concat_tables([keep, changed]).sort_by(
-            [("customer_id", "ascending"), ("valid_from", "ascending")]
-        )
+            table = pa.concat_tables([table.filter(pa.array(mask)), changed])
+        table = table.sort_by([("customer_id", "ascending"), ("valid_from", "ascending")])
+    return table
+
+
+@pytest.mark.parametrize("rewrite", [True, False], ids=["rewrite", "merge"])
+@pytest.mark.parametrize("order", [[0, 1, 2], [2, 1, 0], [1, 2, 0]])
+def test_scd2_is_the_same_whatever_order_the_days_arrive_in(order, rewrite):
+    days = [[(1, ts(1), "a")], [(1, ts(2), "b"), (2, ts(2), "z")], [(1, ts(3), "c")]]
+    table = load_days(order, days, rewrite)
     assert table.column("valid_to").to_pylist() == [ts(2), ts(3), None, None]
     assert table.column("is_current").to_pylist() == [False, False, True, True]
+    assert table.column("customer_segment").to_pylist() == ["a", "b", "c", "z"]
 
 
 def lake_day(rows: list[tuple], folder: date) -> pa.Table:

@@ -160,6 +160,50 @@ def test_merge_upserts_by_key_and_is_idempotent(place):
     assert wh.window_row_count(contract, [D1]) == wh.window_row_count(contract, None) == 3
 
 
+def with_changed(ids, values, changed) -> ray.data.Dataset:
+    return ray.data.from_arrow(
+        pa.table(
+            {
+                "id": pa.array(ids, pa.int64()),
+                "value": pa.array(values, pa.float64()),
+                "changed": pa.array(changed, pa.bool_()),
+            }
+        )
+    )
+
+
+def test_rebuild_leaves_exactly_the_rows_given_and_counts_the_changed_ones(place):
+    contract = TableContract(name="dim", columns=DAILY.columns[:2], keys=("id",))
+    wh = place.backend
+    first = wh.rebuild(with_changed([1, 2, 3], [1.0, 1.0, 1.0], [True] * 3), contract, "changed")
+    assert (first.rows_written, first.table_row_count) == (3, 3)
+    # 2 updated and 4 new; 1 and 3 given as the table holds them.
+    second = wh.rebuild(
+        with_changed([1, 2, 3, 4], [1.0, 5.0, 1.0, 7.0], [False, True, False, True]), contract, "changed"
+    )
+    assert place.content(contract) == [
+        {"id": 1, "value": 1.0},
+        {"id": 2, "value": 5.0},
+        {"id": 3, "value": 1.0},
+        {"id": 4, "value": 7.0},
+    ]
+    assert (second.rows_written, second.table_row_count) == (2, 4)
+    # A row the contract refuses fails the rebuild and leaves the table as it was.
+    refused = ray.data.from_arrow(
+        pa.table(
+            {
+                "id": pa.array([1, None], pa.int64()),
+                "value": pa.array([1.0, 2.0]),
+                "changed": pa.array([False, True]),
+            }
+        )
+    )
+    with pytest.raises(Exception, match=r"dim\.id"):
+        wh.rebuild(refused, contract, "changed")
+    assert [r["id"] for r in place.content(contract)] == [1, 2, 3, 4]
+    assert place.staging_left() == []
+
+
 def test_read_returns_only_the_requested_days_with_their_types(place):
     wh = place.backend
     wh.replace_window(ray.data.from_arrow(rows([1, 2, 3], [D1, D2, D3])), [DAILY], [D1, D2, D3])

@@ -15,9 +15,10 @@ from etl_assets.resources import RayResource, SourcesResource, WarehouseResource
 from etl_assets.sources.crm import CrmDatabase, read_customer_versions
 from etl_assets.transforms.customers import (
     ATTRIBUTES,
+    CHANGED,
     clean_customers,
     mark_versions,
-    scd2_for_changed_customers,
+    scd2_rebuild,
 )
 from etl_assets.transforms.customers import SOURCE_COLUMNS as CUSTOMER_COLUMNS
 
@@ -85,9 +86,10 @@ def customers(
 ) -> dg.MaterializeResult:
     """SCD type 2 customer dimension, like a dbt snapshot: one row per customer version with
     `valid_from` (its `updated_at`), `valid_to` (the next version's `updated_at`, null for the
-    current one) and `is_current`. Each partition merges that day's versions by
-    (customer_id, valid_from) and rebuilds the validity of the customers they touch, so loading
-    any set of days, in any order, any number of times, gives the same table."""
+    current one) and `is_current`. A run adds its days' versions to the existing ones (a version
+    with the same (customer_id, valid_from) replaces the one held) and rebuilds the validity of
+    every customer, so loading any set of days, in any order, any number of times, gives the same
+    table. `merged_rows` counts the rows of the customers the days touched."""
     days = window_days(context)
     backend = warehouse.backend()
     with source_failures(), timed() as timer:
@@ -99,8 +101,10 @@ def customers(
                 partial(mark_versions, incoming=False), batch_format="pyarrow", batch_size=None
             )
             versions = versions.union(existing)
-        rebuilt = co_locate(versions, "customer_id", scd2_for_changed_customers)
-        result = backend.merge(rebuilt, CUSTOMERS)
+        rebuilt = co_locate(versions, "customer_id", scd2_rebuild)
+        # Every row is at hand: Delta rewrites the table from the workers, a SQL warehouse merges
+        # the changed customers' rows (see Warehouse.rebuild).
+        result = backend.rebuild(rebuilt, CUSTOMERS, CHANGED)
     return materialize_result(
         context, CUSTOMERS, result, timer, CUSTOMERS_LINEAGE, merged_rows=result.rows_written
     )

@@ -26,6 +26,8 @@ SOURCE_COLUMNS = [
 ]
 ATTRIBUTES = SOURCE_COLUMNS  # what a version carries into the dimension
 INCOMING = "__incoming"
+# Marks the rows of a rebuild that belong to customers with an incoming version.
+CHANGED = "__changed"
 
 
 def clean_customers(batch: pa.Table) -> pa.Table:
@@ -65,18 +67,18 @@ def mark_versions(batch: pa.Table, incoming: bool) -> pa.Table:
     return versions.append_column(INCOMING, pa.array(np.full(batch.num_rows, incoming)))
 
 
-def scd2_for_changed_customers(versions: pa.Table) -> pa.Table:
-    """Rebuild the SCD2 rows of every customer that has an incoming version.
+def scd2_rebuild(versions: pa.Table) -> pa.Table:
+    """The SCD2 rows of every customer in ``versions``, with ``CHANGED`` true on the rows of the
+    customers that have an incoming version (the only ones whose rows can differ from the table's).
 
     ``versions`` holds existing and incoming versions (see ``mark_versions``) and must hold every
     version of each customer it mentions. Two versions with the same ``updated_at`` are one version;
     the incoming one wins, so reloading a day is idempotent and the result does not depend on the
     order in which days were loaded.
     """
-    changed = pc.unique(pc.filter(versions.column("customer_id"), versions.column(INCOMING)))
-    versions = versions.filter(pc.is_in(versions.column("customer_id"), value_set=changed))
     if versions.num_rows == 0:
-        return CUSTOMERS.schema.empty_table()
+        return _with_changed(CUSTOMERS.schema.empty_table(), pa.array([], pa.bool_()))
+    changed_ids = pc.unique(pc.filter(versions.column("customer_id"), versions.column(INCOMING)))
     # Incoming first within a key; remaining columns make the pick deterministic.
     order = [("customer_id", "ascending"), ("updated_at", "ascending"), (INCOMING, "descending")]
     order += [(c, "ascending") for c in ATTRIBUTES if c not in ("customer_id", "updated_at")]
@@ -92,10 +94,15 @@ def scd2_for_changed_customers(versions: pa.Table) -> pa.Table:
     next_from = pc.cast(valid_from, pa.int64()).to_numpy()
     next_from = np.append(next_from[1:], 0)
     valid_to = pa.array(next_from, mask=~has_next).cast(pa.timestamp("us")).cast(valid_from.type)
-    return conform(
+    rows = conform(
         versions.drop_columns([INCOMING])
         .append_column("valid_from", valid_from)
         .append_column("valid_to", valid_to)
         .append_column("is_current", pa.array(~has_next)),
         CUSTOMERS,
     )
+    return _with_changed(rows, pc.is_in(rows.column("customer_id"), value_set=changed_ids))
+
+
+def _with_changed(rows: pa.Table, changed: pa.Array) -> pa.Table:
+    return rows.append_column(pa.field(CHANGED, pa.bool_(), nullable=False), changed)

@@ -6,16 +6,23 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from functools import partial
 
 import pyarrow as pa
 import ray.data
 
 from etl_assets.contracts import TableContract
+from etl_assets.ray_steps import map_blocks
 
 # Splits one block into rows per output name. Names that are not target tables are counted only.
 Router = Callable[[pa.Table], Mapping[str, pa.Table]]
 # A value of a table's partition column: a day of a daily table, a batch id of a batch table.
 PartitionValue = date | str
+
+
+def changed_rows(block: pa.Table, changed: str) -> pa.Table:
+    """The rows of ``block`` whose boolean column ``changed`` is true, without that column."""
+    return block.filter(block.column(changed)).drop_columns([changed])
 
 
 def partition_strings(values: Sequence[PartitionValue]) -> list[str]:
@@ -96,6 +103,18 @@ class Warehouse(ABC):
         ``delete_unmatched_in=(column, values)`` also deletes target rows with ``column`` in
         ``values`` that the source does not hold: the source is then the whole truth for them.
         """
+
+    def rebuild(self, ds: ray.data.Dataset, target: TableContract, changed: str) -> WriteResult:
+        """Make the table hold exactly the rows of ``ds``, which carries every row the table is to
+        hold (each key once) and a boolean column ``changed``. A row with ``changed`` false must
+        be one the table holds already; every row the table holds must be in ``ds``.
+        ``rows_written`` counts the changed rows.
+
+        By default the changed rows are upserted by the target's keys (``merge``): a SQL warehouse
+        merges in the warehouse and receives only those. Delta rewrites the table instead (see
+        ``DeltaWarehouse.rebuild``).
+        """
+        return self.merge(map_blocks(ds, partial(changed_rows, changed=changed)), target)
 
     @abstractmethod
     def overwrite(self, ds: ray.data.Dataset, target: TableContract) -> WriteResult:

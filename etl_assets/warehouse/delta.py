@@ -3,12 +3,14 @@
 Window replaces and appends: Ray workers write Parquet files into the table's folder and return a
 small manifest (path, size, row count); the driver commits every file of the run in one Delta
 transaction (``create_write_transaction``). Until that commit the files are invisible, so a failed
-run leaves the table at its previous version. Merges stream blocks through the driver into
-``DeltaTable.merge``, which also commits once.
+run leaves the table at its previous version. A rebuild (the whole table from rows that hold it
+all) is written the same way. Merges stream blocks through the driver into ``DeltaTable.merge``,
+which also commits once.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -95,6 +97,15 @@ def write_block_files(
                 }
             )
     return pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
+
+
+# The counted output of a rebuild's router: the rows marked changed.
+CHANGED_ROWS = "__changed_rows"
+
+
+def split_changed(block: pa.Table, *, table: str, changed: str) -> dict[str, pa.Table]:
+    """A rebuild's router: every row goes to the table, and the changed ones are counted."""
+    return {table: block.drop_columns([changed]), CHANGED_ROWS: block.filter(block.column(changed))}
 
 
 class DeltaWarehouse(Warehouse):
@@ -217,21 +228,36 @@ class DeltaWarehouse(Warehouse):
         return replace_result(results, manifests)
 
     def append(self, ds: ray.data.Dataset, target: TableContract) -> WriteResult:
-        return self._commit_all(ds, target, "append")
+        return self._commit_all(ds, target, "append")[0]
 
     def overwrite(self, ds: ray.data.Dataset, target: TableContract) -> WriteResult:
-        return self._commit_all(ds, target, "overwrite")
+        return self._commit_all(ds, target, "overwrite")[0]
 
-    def _commit_all(self, ds: ray.data.Dataset, target: TableContract, mode: str) -> WriteResult:
+    def _commit_all(
+        self, ds: ray.data.Dataset, target: TableContract, mode: str, route: Router | None = None
+    ) -> tuple[WriteResult, dict[str, list[dict]]]:
+        """Every file the workers write for ``target`` in one commit; the result, and the manifests
+        (with the counts of ``route``'s outputs that are not tables)."""
         delta = self._checked(target)
-        files = self._write_files(ds, [target], None, None).get(target.name, [])
+        manifests = self._write_files(ds, [target], None, route)
+        files = manifests.get(target.name, [])
         (delta or self._ensure(target)).create_write_transaction(
             [_add_action(f) for f in files],
             mode=mode,
             schema=target.schema,
             partition_by=[target.partition_column] if target.partition_column else None,
         )
-        return self._result(target, files, None)
+        return self._result(target, files, None), manifests
+
+    def rebuild(self, ds: ray.data.Dataset, target: TableContract, changed: str) -> WriteResult:
+        """The table rewritten whole from ``ds``: workers write its files, the driver commits them in
+        one overwrite. A ``merge`` would join in the driver (DataFusion builds its hash table from
+        the source: every changed row), so the driver would grow with the data; a caller that
+        holds every row anyway writes them all instead."""
+        route = partial(split_changed, table=target.name, changed=changed)
+        result, manifests = self._commit_all(ds, target, "overwrite", route)
+        written = sum(row["num_records"] for row in manifests.get(CHANGED_ROWS, []))
+        return dataclasses.replace(result, rows_written=written)
 
     def merge(
         self,
