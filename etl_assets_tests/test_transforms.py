@@ -119,7 +119,7 @@ def test_scd2_marks_only_customers_with_incoming_versions_changed_and_incoming_w
 def test_scd2_of_no_versions_is_empty_with_the_changed_column():
     out = scd2_rebuild(versions([], True))
     assert out.num_rows == 0
-    assert out.schema.names[-1] == CHANGED
+    assert out.schema.field(CHANGED) == pa.field(CHANGED, pa.bool_(), nullable=False)
 
 
 def load_days(order: list[int], days: list[list[tuple]], rewrite: bool) -> pa.Table:
@@ -313,3 +313,10 @@ def test_conform_names_the_column_that_does_not_fit():
 )
 def test_totals_from_either_system_are_spelled_to_the_cent_alike(total, text):
     assert cents_text(total) == text
+
+
+@pytest.mark.parametrize("rewrite", [True, False], ids=["rewrite", "merge"])
+def test_scd2_reloading_days_changes_nothing(rewrite):
+    days = [[(1, ts(1), "a")], [(1, ts(2), "b"), (2, ts(2), "z")], [(1, ts(3), "c")]]
+    once = load_days([0, 1, 2], days, rewrite)
+    assert load_days([0, 1, 2, 1, 0, 2], days, rewrite).equals(once)

@@ -10,11 +10,13 @@ import dagster as dg
 import pyarrow as pa
 import pytest
 import ray.data
+from deltalake import DeltaTable
 
 from etl_assets.contracts import Column, TableContract
 from etl_assets.contracts.validation import SchemaMismatch
 from etl_assets.resources import WarehouseResource
 from etl_assets.warehouse.base import Warehouse
+from etl_assets.warehouse.delta import ConcurrentWrite
 from etl_assets_tests.conftest import WAREHOUSE_KINDS, warehouse_on
 from etl_assets_tests.emulators.servers import BIGQUERY_PROJECT
 from etl_assets_tests.warehouse_readers import read_arrow
@@ -172,22 +174,34 @@ def with_changed(ids, values, changed) -> ray.data.Dataset:
     )
 
 
+DIM = TableContract(name="dim", columns=DAILY.columns[:2], keys=("id",))
+
+
+def rows_given(ds: ray.data.Dataset, seen: list):
+    """A ``build`` for ``rebuild`` that records the table's rows it was given and returns ``ds``."""
+
+    def build(existing):
+        seen.append(None if existing is None else sorted(r["id"] for r in existing.take_all()))
+        return ds
+
+    return build
+
+
 def test_rebuild_leaves_exactly_the_rows_given_and_counts_the_changed_ones(place):
-    contract = TableContract(name="dim", columns=DAILY.columns[:2], keys=("id",))
-    wh = place.backend
-    first = wh.rebuild(with_changed([1, 2, 3], [1.0, 1.0, 1.0], [True] * 3), contract, "changed")
+    wh, seen = place.backend, []
+    first = wh.rebuild(DIM, rows_given(with_changed([1, 2, 3], [1.0] * 3, [True] * 3), seen), "changed")
     assert (first.rows_written, first.table_row_count) == (3, 3)
     # 2 updated and 4 new; 1 and 3 given as the table holds them.
-    second = wh.rebuild(
-        with_changed([1, 2, 3, 4], [1.0, 5.0, 1.0, 7.0], [False, True, False, True]), contract, "changed"
-    )
-    assert place.content(contract) == [
+    again = with_changed([1, 2, 3, 4], [1.0, 5.0, 1.0, 7.0], [False, True, False, True])
+    second = wh.rebuild(DIM, rows_given(again, seen), "changed", columns=["id"])
+    assert place.content(DIM) == [
         {"id": 1, "value": 1.0},
         {"id": 2, "value": 5.0},
         {"id": 3, "value": 1.0},
         {"id": 4, "value": 7.0},
     ]
     assert (second.rows_written, second.table_row_count) == (2, 4)
+    assert seen == [None, [1, 2, 3]]
     # A row the contract refuses fails the rebuild and leaves the table as it was.
     refused = ray.data.from_arrow(
         pa.table(
@@ -199,9 +213,46 @@ def test_rebuild_leaves_exactly_the_rows_given_and_counts_the_changed_ones(place
         )
     )
     with pytest.raises(Exception, match=r"dim\.id"):
-        wh.rebuild(refused, contract, "changed")
-    assert [r["id"] for r in place.content(contract)] == [1, 2, 3, 4]
+        wh.rebuild(DIM, lambda existing: refused, "changed")
+    assert [r["id"] for r in place.content(DIM)] == [1, 2, 3, 4]
     assert place.staging_left() == []
+
+
+@pytest.fixture
+def delta_place(request, tmp_path) -> Place:
+    return Place(warehouse_on("delta", request, tmp_path))
+
+
+def test_a_delta_rebuild_is_one_overwrite_from_the_workers_files(delta_place):
+    wh = delta_place.backend
+    wh.rebuild(DIM, lambda existing: with_changed([1, 2], [1.0, 1.0], [True, True]), "changed")
+    wh.rebuild(DIM, lambda existing: with_changed([1, 2], [1.0, 3.0], [False, True]), "changed")
+    last = DeltaTable(wh.location(DIM)).history(1)[0]
+    # The workers wrote both rows again (a merge would have rewritten only the changed row's file).
+    assert last["operation"] == "WRITE" and last["operationParameters"]["mode"] == "Overwrite"
+    assert DeltaTable(wh.location(DIM)).version() == 1  # the first load was the table's first commit
+
+
+def test_a_delta_rebuild_refuses_to_overwrite_a_commit_made_while_it_ran(delta_place):
+    wh = delta_place.backend
+    wh.rebuild(DIM, lambda existing: with_changed([1], [1.0], [True]), "changed")
+
+    def build_while_another_run_commits(existing):
+        wh.merge(ray.data.from_arrow(pa.table({"id": pa.array([9], pa.int64()), "value": [9.0]})), DIM)
+        return with_changed([1, 2], [1.0, 2.0], [False, True])
+
+    with pytest.raises(ConcurrentWrite, match=r"dim changed while this run rebuilt it \(it read version 0"):
+        wh.rebuild(DIM, build_while_another_run_commits, "changed")
+    assert delta_place.content(DIM) == [{"id": 1, "value": 1.0}, {"id": 9, "value": 9.0}]
+
+    def build_while_another_run_creates(existing):
+        wh.rebuild(fresh, lambda existing: with_changed([5], [5.0], [True]), "changed")
+        return with_changed([6], [6.0], [True])
+
+    fresh = TableContract(name="fresh", columns=DAILY.columns[:2], keys=("id",))
+    with pytest.raises(ConcurrentWrite, match="it read no table"):
+        wh.rebuild(fresh, build_while_another_run_creates, "changed")
+    assert delta_place.content(fresh) == [{"id": 5, "value": 5.0}]
 
 
 def test_read_returns_only_the_requested_days_with_their_types(place):

@@ -4,6 +4,7 @@ from datetime import datetime, timedelta
 from functools import partial
 
 import dagster as dg
+import ray.data
 
 from etl_assets.assets.common import DAILY_RAY_ASSET, RAY_KINDS, source_failures
 from etl_assets.assets.metadata import definition_metadata, materialize_result, same_columns
@@ -93,18 +94,25 @@ def customers(
     days = window_days(context)
     backend = warehouse.backend()
     with source_failures(), timed() as timer:
-        versions = backend.read(RAW_CUSTOMERS, days, ATTRIBUTES).map_batches(
+        incoming = backend.read(RAW_CUSTOMERS, days, ATTRIBUTES).map_batches(
             partial(mark_versions, incoming=True), batch_format="pyarrow", batch_size=None
         )
-        if backend.exists(CUSTOMERS):
-            existing = backend.read(CUSTOMERS, columns=ATTRIBUTES).map_batches(
-                partial(mark_versions, incoming=False), batch_format="pyarrow", batch_size=None
-            )
-            versions = versions.union(existing)
-        rebuilt = co_locate(versions, "customer_id", scd2_rebuild)
-        # Every row is at hand: Delta rewrites the table from the workers, a SQL warehouse merges
-        # the changed customers' rows (see Warehouse.rebuild).
-        result = backend.rebuild(rebuilt, CUSTOMERS, CHANGED)
+        # Every customer's rows are rebuilt from the table's versions and the days': Delta rewrites
+        # the table from the workers, a SQL warehouse merges the changed customers' rows.
+        result = backend.rebuild(CUSTOMERS, partial(scd2_dimension, incoming), CHANGED, ATTRIBUTES)
     return materialize_result(
         context, CUSTOMERS, result, timer, CUSTOMERS_LINEAGE, merged_rows=result.rows_written
     )
+
+
+def scd2_dimension(incoming: ray.data.Dataset, existing: ray.data.Dataset | None) -> ray.data.Dataset:
+    """The dimension's rows from the incoming versions and the table's (``existing``, None before
+    the first load), each customer's versions meeting in one task."""
+    versions = incoming
+    if existing is not None:
+        versions = versions.union(
+            existing.map_batches(
+                partial(mark_versions, incoming=False), batch_format="pyarrow", batch_size=None
+            )
+        )
+    return co_locate(versions, "customer_id", scd2_rebuild)

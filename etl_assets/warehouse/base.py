@@ -104,17 +104,25 @@ class Warehouse(ABC):
         ``values`` that the source does not hold: the source is then the whole truth for them.
         """
 
-    def rebuild(self, ds: ray.data.Dataset, target: TableContract, changed: str) -> WriteResult:
-        """Make the table hold exactly the rows of ``ds``, which carries every row the table is to
-        hold (each key once) and a boolean column ``changed``. A row with ``changed`` false must
-        be one the table holds already; every row the table holds must be in ``ds``.
+    def rebuild(
+        self,
+        target: TableContract,
+        build: Callable[[ray.data.Dataset | None], ray.data.Dataset],
+        changed: str,
+        columns: Sequence[str] | None = None,
+    ) -> WriteResult:
+        """Rewrite the table from its own rows. ``build`` receives the table's rows (``columns``
+        of them; None while the table does not exist) and returns every row the table is to hold,
+        each key once, with a boolean column ``changed``: a row with ``changed`` false must be
+        one the table holds already, and every row the table holds must come back.
         ``rows_written`` counts the changed rows.
 
         By default the changed rows are upserted by the target's keys (``merge``): a SQL warehouse
         merges in the warehouse and receives only those. Delta rewrites the table instead (see
         ``DeltaWarehouse.rebuild``).
         """
-        return self.merge(map_blocks(ds, partial(changed_rows, changed=changed)), target)
+        existing = self.read(target, columns=columns) if self.exists(target) else None
+        return self.merge(map_blocks(build(existing), partial(changed_rows, changed=changed)), target)
 
     @abstractmethod
     def overwrite(self, ds: ray.data.Dataset, target: TableContract) -> WriteResult:

@@ -15,7 +15,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
 from functools import partial
 
@@ -25,8 +25,8 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import ray.data
-from deltalake import DeltaTable
-from deltalake.transaction import AddAction
+from deltalake import DeltaTable, Schema
+from deltalake.transaction import AddAction, create_table_with_add_actions
 
 from etl_assets import storage
 from etl_assets.contracts import TableContract
@@ -106,6 +106,10 @@ CHANGED_ROWS = "__changed_rows"
 def split_changed(block: pa.Table, *, table: str, changed: str) -> dict[str, pa.Table]:
     """A rebuild's router: every row goes to the table, and the changed ones are counted."""
     return {table: block.drop_columns([changed]), CHANGED_ROWS: block.filter(block.column(changed))}
+
+
+class ConcurrentWrite(RuntimeError):
+    """Another commit landed on a table while a write that must start from its version ran."""
 
 
 class DeltaWarehouse(Warehouse):
@@ -217,47 +221,84 @@ class DeltaWarehouse(Warehouse):
         results = {}
         for target in targets:
             files = manifests.get(target.name, [])
-            (tables[target.name] or self._ensure(target)).create_write_transaction(
-                [_add_action(f) for f in files],
-                mode="overwrite",
-                schema=target.schema,
-                partition_by=[target.partition_column],
-                partition_filters=[(target.partition_column, "in", values)],
-            )
+            filters = [(target.partition_column, "in", values)]
+            self._commit(tables[target.name], target, files, "overwrite", filters)
             results[target.name] = self._result(target, files, values)
         return replace_result(results, manifests)
 
     def append(self, ds: ray.data.Dataset, target: TableContract) -> WriteResult:
-        return self._commit_all(ds, target, "append")[0]
+        return self._commit_all(ds, target, "append")
 
     def overwrite(self, ds: ray.data.Dataset, target: TableContract) -> WriteResult:
-        return self._commit_all(ds, target, "overwrite")[0]
+        return self._commit_all(ds, target, "overwrite")
 
-    def _commit_all(
-        self, ds: ray.data.Dataset, target: TableContract, mode: str, route: Router | None = None
-    ) -> tuple[WriteResult, dict[str, list[dict]]]:
-        """Every file the workers write for ``target`` in one commit; the result, and the manifests
-        (with the counts of ``route``'s outputs that are not tables)."""
+    def _commit_all(self, ds: ray.data.Dataset, target: TableContract, mode: str) -> WriteResult:
         delta = self._checked(target)
-        manifests = self._write_files(ds, [target], None, route)
+        files = self._write_files(ds, [target], None, None).get(target.name, [])
+        self._commit(delta, target, files, mode)
+        return self._result(target, files, None)
+
+    def rebuild(
+        self,
+        target: TableContract,
+        build: Callable[[ray.data.Dataset | None], ray.data.Dataset],
+        changed: str,
+        columns: Sequence[str] | None = None,
+    ) -> WriteResult:
+        """The table rewritten whole: the workers write every row ``build`` returns, the driver
+        commits them in one overwrite. A ``merge`` would join in the driver (DataFusion builds its
+        hash table from the incoming rows), so the driver would grow with the data.
+
+        ``build`` reads the version the table has now, and the overwrite is refused if another
+        commit lands before it: an overwrite removes only the files of the version it read, so
+        it would keep the other commit's rows beside their rebuilt copies."""
+        delta = self._checked(target)
+        existing = self._read_version(delta, target, None, columns) if delta is not None else None
+        route = partial(split_changed, table=target.name, changed=changed)
+        manifests = self._write_files(build(existing), [target], None, route)
         files = manifests.get(target.name, [])
-        (delta or self._ensure(target)).create_write_transaction(
-            [_add_action(f) for f in files],
+        latest = self._table(target).version() if self.exists(target) else None
+        if latest != (delta.version() if delta is not None else None):
+            read = f"version {delta.version()}" if delta is not None else "no table"
+            raise ConcurrentWrite(
+                f"{self.location(target)} changed while this run rebuilt it (it read {read}, the table"
+                f" is now at version {latest}); nothing was committed: run it again"
+            )
+        self._commit(delta, target, files, "overwrite")
+        written = sum(row["num_records"] for row in manifests.get(CHANGED_ROWS, []))
+        return dataclasses.replace(self._result(target, files, None), rows_written=written)
+
+    def _commit(
+        self,
+        delta: DeltaTable | None,
+        target: TableContract,
+        files: list[dict],
+        mode: str,
+        partition_filters: list[tuple[str, str, object]] | None = None,
+    ) -> None:
+        """One commit of ``files`` onto ``delta``; for a table that does not exist yet, its first
+        commit holds them (a failed write leaves no table behind, and a table another run
+        created meanwhile fails this commit rather than being written over)."""
+        actions = [_add_action(f) for f in files]
+        partition_by = [target.partition_column] if target.partition_column else None
+        if delta is None:
+            create_table_with_add_actions(
+                self.location(target),
+                Schema.from_arrow(target.schema),
+                actions,
+                mode="error",
+                partition_by=partition_by,
+                name=target.name,
+                storage_options=self.storage_options,
+            )
+            return
+        delta.create_write_transaction(
+            actions,
             mode=mode,
             schema=target.schema,
-            partition_by=[target.partition_column] if target.partition_column else None,
+            partition_by=partition_by,
+            partition_filters=partition_filters,
         )
-        return self._result(target, files, None), manifests
-
-    def rebuild(self, ds: ray.data.Dataset, target: TableContract, changed: str) -> WriteResult:
-        """The table rewritten whole from ``ds``: workers write its files, the driver commits them in
-        one overwrite. A ``merge`` would join in the driver (DataFusion builds its hash table from
-        the source: every changed row), so the driver would grow with the data; a caller that
-        holds every row anyway writes them all instead."""
-        route = partial(split_changed, table=target.name, changed=changed)
-        result, manifests = self._commit_all(ds, target, "overwrite", route)
-        written = sum(row["num_records"] for row in manifests.get(CHANGED_ROWS, []))
-        return dataclasses.replace(result, rows_written=written)
 
     def merge(
         self,
@@ -348,13 +389,23 @@ class DeltaWarehouse(Warehouse):
         partitions: Sequence[PartitionValue] | None = None,
         columns: Sequence[str] | None = None,
     ) -> ray.data.Dataset:
-        columns = list(columns or table.column_names)
-        schema = pa.schema([table.schema.field(c) for c in columns])
         if not self.exists(table):
             raise FileNotFoundError(
                 f"table {table.name} does not exist at {self.location(table)}: materialize it first"
             )
-        actions = self._add_actions(table)
+        return self._read_version(self._table(table), table, partitions, columns)
+
+    def _read_version(
+        self,
+        delta: DeltaTable,
+        table: TableContract,
+        partitions: Sequence[PartitionValue] | None,
+        columns: Sequence[str] | None,
+    ) -> ray.data.Dataset:
+        """``read`` of the version ``delta`` holds."""
+        columns = list(columns or table.column_names)
+        schema = pa.schema([table.schema.field(c) for c in columns])
+        actions = pa.table(delta.get_add_actions(flatten=True))
         column = table.partition_column
         if column and partitions is not None and actions.num_rows:
             wanted = pa.array(partition_strings(partitions), pa.string())
