@@ -246,8 +246,8 @@ class DeltaWarehouse(Warehouse):
         columns: Sequence[str] | None = None,
     ) -> WriteResult:
         """The table rewritten whole: the workers write every row ``build`` returns, the driver
-        commits them in one overwrite. A ``merge`` would join in the driver (DataFusion builds its
-        hash table from the incoming rows), so the driver would grow with the data.
+        commits them in one overwrite. A ``merge`` would join the rows to the table in the driver
+        (deltalake's DataFusion), which grows the driver with the data.
 
         ``build`` reads the version the table has now, and the overwrite is refused if another
         commit lands before it: an overwrite removes only the files of the version it read, so
