@@ -16,7 +16,7 @@ from etl_assets.contracts import Column, TableContract
 from etl_assets.contracts.validation import SchemaMismatch
 from etl_assets.resources import WarehouseResource
 from etl_assets.warehouse.base import Warehouse
-from etl_assets.warehouse.delta import ConcurrentWrite
+from etl_assets.warehouse.delta import ConcurrentWrite, DeltaWarehouse
 from etl_assets_tests.conftest import WAREHOUSE_KINDS, warehouse_on
 from etl_assets_tests.emulators.servers import BIGQUERY_PROJECT
 from etl_assets_tests.warehouse_readers import read_arrow
@@ -181,7 +181,10 @@ def rows_given(ds: ray.data.Dataset, seen: list):
     """A ``build`` for ``rebuild`` that records the table's rows it was given and returns ``ds``."""
 
     def build(existing):
-        seen.append(None if existing is None else sorted(r["id"] for r in existing.take_all()))
+        if existing is None:
+            seen.append(None)
+        else:
+            seen.append((existing.schema().names, sorted(r["id"] for r in existing.take_all())))
         return ds
 
     return build
@@ -201,7 +204,7 @@ def test_rebuild_leaves_exactly_the_rows_given_and_counts_the_changed_ones(place
         {"id": 4, "value": 7.0},
     ]
     assert (second.rows_written, second.table_row_count) == (2, 4)
-    assert seen == [None, [1, 2, 3]]
+    assert seen == [None, (["id"], [1, 2, 3])]
     # A row the contract refuses fails the rebuild and leaves the table as it was.
     refused = ray.data.from_arrow(
         pa.table(
@@ -233,6 +236,43 @@ def test_a_delta_rebuild_is_one_overwrite_from_the_workers_files(delta_place):
     assert DeltaTable(wh.location(DIM)).version() == 1  # the first load was the table's first commit
 
 
+def test_a_delta_merge_into_no_table_is_its_first_commit_and_later_ones_merge(delta_place):
+    wh = delta_place.backend
+    first = wh.merge(ray.data.from_arrow(rows([1, 2], [D1, D1]).select(["id", "value"])), DIM)
+    assert (first.rows_written, first.table_row_count, first.version) == (2, 2, 0)
+    wh.merge(ray.data.from_arrow(rows([2, 3], [D1, D1], 5.0).select(["id", "value"])), DIM)
+    operations = [c["operation"] for c in DeltaTable(wh.location(DIM)).history()]
+    assert operations == ["MERGE", "CREATE TABLE"]
+    assert delta_place.content(DIM) == [
+        {"id": 1, "value": 1.0},
+        {"id": 2, "value": 5.0},
+        {"id": 3, "value": 5.0},
+    ]
+
+
+def test_a_delta_window_replace_commits_to_a_table_another_run_created_meanwhile(delta_place):
+    wh = delta_place.backend
+    other = DeltaWarehouse(wh.root)
+    write_files = wh._write_files
+
+    def while_another_run_loads_d2(*args):
+        other.replace_window(ray.data.from_arrow(rows([2], [D2])), [DAILY], [D2])
+        return write_files(*args)
+
+    wh._write_files = while_another_run_loads_d2
+    wh.replace_window(ray.data.from_arrow(rows([1], [D1])), [DAILY], [D1])
+    assert [(r["id"], r["day"]) for r in delta_place.content()] == [(1, D1), (2, D2)]
+
+
+def test_a_delta_merge_into_no_table_refuses_an_empty_scope_and_creates_nothing(delta_place):
+    wh = delta_place.backend
+    with pytest.raises(ValueError, match="dim: delete_unmatched_in needs at least one value"):
+        wh.merge(
+            ray.data.from_arrow(rows([1], [D1]).select(["id", "value"])), DIM, delete_unmatched_in=("id", [])
+        )
+    assert not wh.exists(DIM)
+
+
 def test_a_delta_rebuild_refuses_to_overwrite_a_commit_made_while_it_ran(delta_place):
     wh = delta_place.backend
     wh.rebuild(DIM, lambda existing: with_changed([1], [1.0], [True]), "changed")
@@ -241,7 +281,7 @@ def test_a_delta_rebuild_refuses_to_overwrite_a_commit_made_while_it_ran(delta_p
         wh.merge(ray.data.from_arrow(pa.table({"id": pa.array([9], pa.int64()), "value": [9.0]})), DIM)
         return with_changed([1, 2], [1.0, 2.0], [False, True])
 
-    with pytest.raises(ConcurrentWrite, match=r"dim changed while this run rebuilt it \(it read version 0"):
+    with pytest.raises(ConcurrentWrite, match=r"dim: another commit landed .* started from version 0"):
         wh.rebuild(DIM, build_while_another_run_commits, "changed")
     assert delta_place.content(DIM) == [{"id": 1, "value": 1.0}, {"id": 9, "value": 9.0}]
 
@@ -250,7 +290,7 @@ def test_a_delta_rebuild_refuses_to_overwrite_a_commit_made_while_it_ran(delta_p
         return with_changed([6], [6.0], [True])
 
     fresh = TableContract(name="fresh", columns=DAILY.columns[:2], keys=("id",))
-    with pytest.raises(ConcurrentWrite, match="it read no table"):
+    with pytest.raises(ConcurrentWrite, match="fresh: another commit landed .* started from no table"):
         wh.rebuild(fresh, build_while_another_run_creates, "changed")
     assert delta_place.content(fresh) == [{"id": 5, "value": 5.0}]
 

@@ -2,10 +2,11 @@
 
 Window replaces and appends: Ray workers write Parquet files into the table's folder and return a
 small manifest (path, size, row count); the driver commits every file of the run in one Delta
-transaction (``create_write_transaction``). Until that commit the files are invisible, so a failed
+transaction (``create_write_transaction``, or ``create_table_with_add_actions`` for a table's
+first). Until that commit the files are invisible, so a failed
 run leaves the table at its previous version. A rebuild (the whole table from rows that hold it
-all) is written the same way. Merges stream blocks through the driver into ``DeltaTable.merge``,
-which also commits once.
+all) and a merge into a table that does not exist yet are written the same way. Other merges
+stream blocks through the driver into ``DeltaTable.merge``, which also commits once.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import ray.data
-from deltalake import DeltaTable, Schema
+from deltalake import CommitProperties, DeltaTable, Schema
+from deltalake.exceptions import CommitFailedError, DeltaError
 from deltalake.transaction import AddAction, create_table_with_add_actions
 
 from etl_assets import storage
@@ -232,10 +234,13 @@ class DeltaWarehouse(Warehouse):
     def overwrite(self, ds: ray.data.Dataset, target: TableContract) -> WriteResult:
         return self._commit_all(ds, target, "overwrite")
 
-    def _commit_all(self, ds: ray.data.Dataset, target: TableContract, mode: str) -> WriteResult:
+    def _commit_all(
+        self, ds: ray.data.Dataset, target: TableContract, mode: str, exclusive: bool = False
+    ) -> WriteResult:
+        """Every file the workers write for ``target`` in one commit (see ``_commit``)."""
         delta = self._checked(target)
         files = self._write_files(ds, [target], None, None).get(target.name, [])
-        self._commit(delta, target, files, mode)
+        self._commit(delta, target, files, mode, exclusive=exclusive or mode == "overwrite")
         return self._result(target, files, None)
 
     def rebuild(
@@ -249,22 +254,15 @@ class DeltaWarehouse(Warehouse):
         commits them in one overwrite. A ``merge`` would join the rows to the table in the driver
         (deltalake's DataFusion), which grows the driver with the data.
 
-        ``build`` reads the version the table has now, and the overwrite is refused if another
-        commit lands before it: an overwrite removes only the files of the version it read, so
-        it would keep the other commit's rows beside their rebuilt copies."""
+        ``build`` reads the version the table has now, and the overwrite commits onto that
+        version or not at all (``ConcurrentWrite``): an overwrite removes only the files of the
+        version it read, so it would keep another commit's rows beside their rebuilt copies."""
         delta = self._checked(target)
         existing = self._read_version(delta, target, None, columns) if delta is not None else None
         route = partial(split_changed, table=target.name, changed=changed)
         manifests = self._write_files(build(existing), [target], None, route)
         files = manifests.get(target.name, [])
-        latest = self._table(target).version() if self.exists(target) else None
-        if latest != (delta.version() if delta is not None else None):
-            read = f"version {delta.version()}" if delta is not None else "no table"
-            raise ConcurrentWrite(
-                f"{self.location(target)} changed while this run rebuilt it (it read {read}, the table"
-                f" is now at version {latest}); nothing was committed: run it again"
-            )
-        self._commit(delta, target, files, "overwrite")
+        self._commit(delta, target, files, "overwrite", exclusive=True)
         written = sum(row["num_records"] for row in manifests.get(CHANGED_ROWS, []))
         return dataclasses.replace(self._result(target, files, None), rows_written=written)
 
@@ -275,29 +273,56 @@ class DeltaWarehouse(Warehouse):
         files: list[dict],
         mode: str,
         partition_filters: list[tuple[str, str, object]] | None = None,
+        exclusive: bool = False,
     ) -> None:
-        """One commit of ``files`` onto ``delta``; for a table that does not exist yet, its first
-        commit holds them (a failed write leaves no table behind, and a table another run
-        created meanwhile fails this commit rather than being written over)."""
+        """One commit of ``files`` onto the version ``delta`` holds; for a table that did not
+        exist (``delta`` None), its first commit holds them, so a failed write leaves no table.
+
+        ``exclusive``: the commit lands on that version or not at all, raising ``ConcurrentWrite``
+        (for writes whose rows replace everything the version held: an overwrite, a rebuild, a
+        merge's first load). Otherwise deltalake retries onto later commits, and a table another
+        run created meanwhile is committed to as it now is (a window replace or an append)."""
         actions = [_add_action(f) for f in files]
         partition_by = [target.partition_column] if target.partition_column else None
+        once = CommitProperties(max_commit_retries=0)
         if delta is None:
-            create_table_with_add_actions(
-                self.location(target),
-                Schema.from_arrow(target.schema),
+            try:
+                create_table_with_add_actions(
+                    self.location(target),
+                    Schema.from_arrow(target.schema),
+                    actions,
+                    mode="error",
+                    partition_by=partition_by,
+                    name=target.name,
+                    storage_options=self.storage_options,
+                    commit_properties=once,
+                )
+                return
+            except DeltaError as exc:
+                if not self.exists(target):
+                    raise
+                if exclusive:
+                    raise self._concurrent(target, "no table") from exc
+            delta = self._checked(target)
+        try:
+            delta.create_write_transaction(
                 actions,
-                mode="error",
+                mode=mode,
+                schema=target.schema,
                 partition_by=partition_by,
-                name=target.name,
-                storage_options=self.storage_options,
+                partition_filters=partition_filters,
+                commit_properties=once if exclusive else None,
             )
-            return
-        delta.create_write_transaction(
-            actions,
-            mode=mode,
-            schema=target.schema,
-            partition_by=partition_by,
-            partition_filters=partition_filters,
+        except CommitFailedError as exc:
+            if exclusive:
+                raise self._concurrent(target, f"version {delta.version()}") from exc
+            raise
+
+    def _concurrent(self, target: TableContract, started: str) -> ConcurrentWrite:
+        return ConcurrentWrite(
+            f"{self.location(target)}: another commit landed while this run wrote the table (it"
+            f" started from {started}, the table is now at version {self._table(target).version()});"
+            " nothing was committed: run it again"
         )
 
     def merge(
@@ -309,6 +334,14 @@ class DeltaWarehouse(Warehouse):
     ) -> WriteResult:
         if not target.keys:
             raise ValueError(f"{target.name} has no key to merge on")
+        if delete_unmatched_in is not None and not delete_unmatched_in[1]:
+            raise ValueError(f"{target.name}: delete_unmatched_in needs at least one value")
+        if not self.exists(target):
+            # Into no table a merge inserts every row: the workers write them and the table's first
+            # commit holds them, where DeltaTable.merge would take them all through the driver (a
+            # first load or a backfill is a merge's largest). Exclusive: appended to a table
+            # another run created meanwhile, the rows would sit beside the same keys.
+            return self._commit_all(ds, target, "append", exclusive=True)
         delta = self._ensure(target)
         written = 0
         refused: list[ValueError] = []
@@ -335,8 +368,6 @@ class DeltaWarehouse(Warehouse):
         merger = merger.when_not_matched_insert_all()
         if delete_unmatched_in is not None:
             column, values = delete_unmatched_in
-            if not values:
-                raise ValueError(f"{target.name}: delete_unmatched_in needs at least one value")
             literals = ", ".join(_sql_literal(v) for v in values)
             merger = merger.when_not_matched_by_source_delete(predicate=f"t.{column} IN ({literals})")
         try:
