@@ -110,16 +110,18 @@ def range_tags(first_day: int, last_day: int) -> dict[str, str]:
 
 
 def run(root: Path, warehouse: Path, first_day: int, last_day: int) -> dict:
-    instance = dg.DagsterInstance.ephemeral()
-    result = dg.materialize(
-        ASSETS + ASSET_CHECKS,
-        resources=platform_resources(root, warehouse),
-        instance=instance,
-        tags=range_tags(first_day, last_day),
-    )
-    if not result.success:
-        raise RuntimeError("the platform's run failed")
-    return split(instance, result.run_id)
+    # Disposed here: an in-memory instance left to the garbage collector closes its SQLite
+    # connections from whichever thread collects it, which SQLite refuses, noisily.
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = dg.materialize(
+            ASSETS + ASSET_CHECKS,
+            resources=platform_resources(root, warehouse),
+            instance=instance,
+            tags=range_tags(first_day, last_day),
+        )
+        if not result.success:
+            raise RuntimeError("the platform's run failed")
+        return split(instance, result.run_id)
 
 
 def timed(label: str, fn, splits: list) -> float:

@@ -53,22 +53,24 @@ def run_platform(
 ) -> None:
     """One run of ``assets`` for the day; ``record`` gets each step's seconds, ``starts`` each
     step's start (Unix time)."""
-    instance = dg.DagsterInstance.ephemeral()
-    result = dg.materialize(
-        assets,
-        partition_key=DAY.isoformat(),
-        resources=platform_resources(root, warehouse),
-        instance=instance,
-    )
-    if not result.success:
-        raise RuntimeError("the platform's run failed")
-    if record is not None:
-        record.update(step_seconds(result))
-    if starts is not None:
-        starts.update(
-            (entry.step_key, entry.timestamp)
-            for entry in instance.all_logs(result.run_id, of_type=dg.DagsterEventType.STEP_START)
+    # Disposed here: an in-memory instance left to the garbage collector closes its SQLite
+    # connections from whichever thread collects it, which SQLite refuses, noisily.
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = dg.materialize(
+            assets,
+            partition_key=DAY.isoformat(),
+            resources=platform_resources(root, warehouse),
+            instance=instance,
         )
+        if not result.success:
+            raise RuntimeError("the platform's run failed")
+        if record is not None:
+            record.update(step_seconds(result))
+        if starts is not None:
+            starts.update(
+                (entry.step_key, entry.timestamp)
+                for entry in instance.all_logs(result.run_id, of_type=dg.DagsterEventType.STEP_START)
+            )
 
 
 def step_at(starts: dict[str, float], moment: float) -> str | None:

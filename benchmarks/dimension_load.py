@@ -81,12 +81,10 @@ def reset_driver_peak() -> None:
 
 def materialize(root: Path, warehouse: Path, assets: list, first: str, last: str) -> dict[str, float]:
     tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
-    result = dg.materialize(
-        assets,
-        tags=tags,
-        resources=platform_resources(root, warehouse),
-        instance=dg.DagsterInstance.ephemeral(),
-    )
+    with dg.DagsterInstance.ephemeral() as instance:  # disposed in this thread (see daily_chain)
+        result = dg.materialize(
+            assets, tags=tags, resources=platform_resources(root, warehouse), instance=instance
+        )
     if not result.success:
         raise RuntimeError(f"the run of {first}...{last} failed")
     return {
