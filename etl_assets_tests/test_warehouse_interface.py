@@ -264,6 +264,37 @@ def test_a_delta_window_replace_commits_to_a_table_another_run_created_meanwhile
     assert [(r["id"], r["day"]) for r in delta_place.content()] == [(1, D1), (2, D2)]
 
 
+def while_another_run(wh: DeltaWarehouse, commit) -> None:
+    """Make ``wh``'s next write run ``commit`` (another run's) after its workers wrote the files."""
+    write_files = wh._write_files
+
+    def write_then_let_the_other_commit(*args):
+        files = write_files(*args)
+        commit()
+        return files
+
+    wh._write_files = write_then_let_the_other_commit
+
+
+def test_a_delta_merge_into_no_table_refuses_a_table_another_run_created_meanwhile(delta_place):
+    wh, other = delta_place.backend, DeltaWarehouse(delta_place.backend.root)
+    while_another_run(
+        wh, lambda: other.merge(with_changed([1], [9.0], [True]).drop_columns(["changed"]), DIM)
+    )
+    with pytest.raises(ConcurrentWrite, match="dim: another commit landed .* started from no table"):
+        wh.merge(with_changed([1, 2], [1.0, 2.0], [True, True]).drop_columns(["changed"]), DIM)
+    assert delta_place.content(DIM) == [{"id": 1, "value": 9.0}]
+
+
+def test_a_delta_overwrite_refuses_a_commit_made_while_it_ran(delta_place):
+    wh, other = delta_place.backend, DeltaWarehouse(delta_place.backend.root)
+    wh.overwrite(ray.data.from_arrow(rows([1], [D1])), DAILY)
+    while_another_run(wh, lambda: other.append(ray.data.from_arrow(rows([2], [D2])), DAILY))
+    with pytest.raises(ConcurrentWrite, match="daily: another commit landed .* started from version 0"):
+        wh.overwrite(ray.data.from_arrow(rows([3], [D3])), DAILY)
+    assert [r["id"] for r in delta_place.content()] == [1, 2]
+
+
 def test_a_delta_merge_into_no_table_refuses_an_empty_scope_and_creates_nothing(delta_place):
     wh = delta_place.backend
     with pytest.raises(ValueError, match="dim: delete_unmatched_in needs at least one value"):

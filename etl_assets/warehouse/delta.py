@@ -27,7 +27,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import ray.data
 from deltalake import CommitProperties, DeltaTable, Schema
-from deltalake.exceptions import CommitFailedError, DeltaError
+from deltalake.exceptions import DeltaError
 from deltalake.transaction import AddAction, create_table_with_add_actions
 
 from etl_assets import storage
@@ -138,20 +138,6 @@ class DeltaWarehouse(Warehouse):
         yet (it is created at commit, so a failed first write leaves nothing behind)."""
         if not self.exists(table):
             return None
-        delta = self._table(table)
-        self._check_schema(delta, table)
-        return delta
-
-    def _ensure(self, table: TableContract) -> DeltaTable:
-        if not self.exists(table):
-            DeltaTable.create(
-                self.location(table),
-                table.schema,
-                mode="ignore",
-                partition_by=[table.partition_column] if table.partition_column else None,
-                name=table.name,
-                storage_options=self.storage_options,
-            )
         delta = self._table(table)
         self._check_schema(delta, table)
         return delta
@@ -313,8 +299,10 @@ class DeltaWarehouse(Warehouse):
                 partition_filters=partition_filters,
                 commit_properties=once if exclusive else None,
             )
-        except CommitFailedError as exc:
-            if exclusive:
+        except DeltaError as exc:
+            # A conflict is a CommitFailedError, or a plain DeltaError when log cleanup has removed
+            # the version this write started from: either way the table has moved on.
+            if exclusive and self._table(target).version() != delta.version():
                 raise self._concurrent(target, f"version {delta.version()}") from exc
             raise
 
@@ -336,13 +324,15 @@ class DeltaWarehouse(Warehouse):
             raise ValueError(f"{target.name} has no key to merge on")
         if delete_unmatched_in is not None and not delete_unmatched_in[1]:
             raise ValueError(f"{target.name}: delete_unmatched_in needs at least one value")
-        if not self.exists(target):
+        delta = self._checked(target)
+        if delta is None:
             # Into no table a merge inserts every row: the workers write them and the table's first
             # commit holds them, where DeltaTable.merge would take them all through the driver (a
             # first load or a backfill is a merge's largest). Exclusive: appended to a table
             # another run created meanwhile, the rows would sit beside the same keys.
-            return self._commit_all(ds, target, "append", exclusive=True)
-        delta = self._ensure(target)
+            files = self._write_files(ds, [target], None, None).get(target.name, [])
+            self._commit(None, target, files, "append", exclusive=True)
+            return self._result(target, files, None)
         written = 0
         refused: list[ValueError] = []
 
