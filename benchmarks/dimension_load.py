@@ -37,7 +37,6 @@ import shutil
 import subprocess
 import sys
 import time
-from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -45,11 +44,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import DeltaTable
 
-from benchmarks.daily_chain import platform_resources
+from benchmarks.backfill import range_tags
+from benchmarks.daily_chain import platform_resources, step_seconds
 from benchmarks.machine import machine
 from benchmarks.private_ray import private_ray
 from benchmarks.rss import peak_rss
-from benchmarks.samples import DAY, HERE, sample
+from benchmarks.samples import HERE, sample
 from etl_assets import definitions
 from etl_assets.assets import customers as customers_asset
 from etl_assets.transforms.customers import INCOMING, scd2_rebuild
@@ -79,23 +79,22 @@ def reset_driver_peak() -> None:
     Path("/proc/self/clear_refs").write_text("5")
 
 
-def materialize(root: Path, warehouse: Path, assets: list, first: str, last: str) -> dict[str, float]:
-    tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
+def materialize(root: Path, warehouse: Path, assets: list, first: int, last: int) -> dict[str, float]:
+    """One run of ``assets`` over the days ``first`` to ``last`` from ``DAY``; each step's seconds."""
     with dg.DagsterInstance.ephemeral() as instance:  # disposed in this thread (see daily_chain)
         result = dg.materialize(
-            assets, tags=tags, resources=platform_resources(root, warehouse), instance=instance
+            assets,
+            tags=range_tags(first, last),
+            resources=platform_resources(root, warehouse),
+            instance=instance,
         )
     if not result.success:
-        raise RuntimeError(f"the run of {first}...{last} failed")
-    return {
-        event.step_key: round(event.event_specific_data.duration_ms / 1000, 3)
-        for event in result.all_events
-        if event.event_type_value == "STEP_SUCCESS"
-    }
+        raise RuntimeError(f"the run of days {first} to {last} failed")
+    return step_seconds(result)
 
 
-def load(root: Path, warehouse: Path, way: str, first: str, last: str) -> dict:
-    """One run of the customers asset over ``first``...``last``, written ``way``."""
+def load(root: Path, warehouse: Path, way: str, first: int, last: int) -> dict:
+    """One run of the customers asset over the days ``first`` to ``last``, written ``way``."""
     DeltaWarehouse.rebuild = WAYS[way]
     customers_asset.scd2_rebuild = changed_customers_only if way == "merge" else scd2_rebuild
     try:
@@ -122,7 +121,7 @@ def content(warehouse: Path) -> pa.Table:
     return table.sort_by([("customer_id", "ascending"), ("valid_from", "ascending")])
 
 
-def one_way(root: Path, raw: Path, warehouse: Path, way: str, phases: dict[str, tuple[str, str]]) -> dict:
+def one_way(root: Path, raw: Path, warehouse: Path, way: str, phases: dict[str, tuple[int, int]]) -> dict:
     """The three loads written ``way``, in this process on a private Ray of its own."""
     shutil.rmtree(warehouse, ignore_errors=True)
     shutil.copytree(raw / "raw_customers", warehouse / "raw_customers")
@@ -144,8 +143,7 @@ def main() -> None:
     args = parser.parse_args()
 
     root = sample(args.work / f"dimension_{args.customers}", 1000, args.customers, args.days)
-    days = [(DAY + timedelta(days=i)).isoformat() for i in range(args.days)]
-    phases = {"initial": (days[0], days[0]), "daily": (days[1], days[1]), "backfill": (days[2], days[-1])}
+    phases = {"initial": (0, 0), "daily": (1, 1), "backfill": (2, args.days - 1)}
     raw = args.work / f"dimension_{args.customers}_raw"
     warehouse = {way: args.work / f"dimension_{args.customers}_{way}" for way in WAYS}
     if args.way:
@@ -154,7 +152,7 @@ def main() -> None:
 
     shutil.rmtree(raw, ignore_errors=True)
     with private_ray():
-        materialize(root, raw, [definitions.raw_customers], days[0], days[-1])
+        materialize(root, raw, [definitions.raw_customers], 0, args.days - 1)
     runs: dict[str, list[dict]] = {way: [] for way in WAYS}
     for repeat in range(args.repeats):
         # Each way in a process of its own (a driver keeps what it once held), taking turns.

@@ -42,6 +42,7 @@ from etl_assets.warehouse.base import (
     Router,
     Warehouse,
     WriteResult,
+    changed_rows,
     partition_strings,
     require_partition_columns,
 )
@@ -107,7 +108,7 @@ CHANGED_ROWS = "__changed_rows"
 
 def split_changed(block: pa.Table, *, table: str, changed: str) -> dict[str, pa.Table]:
     """A rebuild's router: every row goes to the table, and the changed ones are counted."""
-    return {table: block.drop_columns([changed]), CHANGED_ROWS: block.filter(block.column(changed))}
+    return {table: block.drop_columns([changed]), CHANGED_ROWS: changed_rows(block, changed)}
 
 
 class ConcurrentWrite(RuntimeError):
@@ -215,16 +216,21 @@ class DeltaWarehouse(Warehouse):
         return replace_result(results, manifests)
 
     def append(self, ds: ray.data.Dataset, target: TableContract) -> WriteResult:
-        return self._commit_all(ds, target, "append")
+        return self._commit_all(ds, target, "append", self._checked(target))
 
     def overwrite(self, ds: ray.data.Dataset, target: TableContract) -> WriteResult:
-        return self._commit_all(ds, target, "overwrite")
+        return self._commit_all(ds, target, "overwrite", self._checked(target))
 
     def _commit_all(
-        self, ds: ray.data.Dataset, target: TableContract, mode: str, exclusive: bool = False
+        self,
+        ds: ray.data.Dataset,
+        target: TableContract,
+        mode: str,
+        delta: DeltaTable | None,
+        exclusive: bool = False,
     ) -> WriteResult:
-        """Every file the workers write for ``target`` in one commit (see ``_commit``)."""
-        delta = self._checked(target)
+        """Every file the workers write for ``target`` in one commit onto ``delta``, the table as
+        the write found it (see ``_commit``)."""
         files = self._write_files(ds, [target], None, None).get(target.name, [])
         self._commit(delta, target, files, mode, exclusive=exclusive or mode == "overwrite")
         return self._result(target, files, None)
@@ -330,9 +336,7 @@ class DeltaWarehouse(Warehouse):
             # commit holds them, where DeltaTable.merge would take them all through the driver (a
             # first load or a backfill is a merge's largest). Exclusive: appended to a table
             # another run created meanwhile, the rows would sit beside the same keys.
-            files = self._write_files(ds, [target], None, None).get(target.name, [])
-            self._commit(None, target, files, "append", exclusive=True)
-            return self._result(target, files, None)
+            return self._commit_all(ds, target, "append", None, exclusive=True)
         written = 0
         refused: list[ValueError] = []
 
