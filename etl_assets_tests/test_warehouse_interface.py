@@ -1,16 +1,20 @@
 """The warehouse interface, on every backend: local Delta, Delta on S3 (moto), Snowflake (fakesnow)
 and BigQuery (the emulator), with real Ray. Contents are read back with each warehouse's own client."""
 
+import json
+import shutil
 import uuid
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from pathlib import Path
 
 import dagster as dg
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import ray.data
-from deltalake import DeltaTable
+from deltalake import DeltaTable, QueryBuilder
+from deltalake.transaction import AddAction
 
 from etl_assets.contracts import Column, TableContract
 from etl_assets.contracts.validation import SchemaMismatch
@@ -338,6 +342,105 @@ def test_read_returns_only_the_requested_days_with_their_types(place):
     assert scanned.to_pylist() == [{"id": 1, "day": D1}]
 
 
+HOURS_TYPE = pa.timestamp("us", tz="UTC")
+HOURS = TableContract(
+    name="hours",
+    columns=(
+        Column("id", pa.int64(), "key", nullable=False),
+        Column("hour", HOURS_TYPE, "an hour"),
+        Column("batch", pa.string(), "partition", nullable=False),
+    ),
+    keys=("id",),
+    partition_column="batch",
+)
+H0 = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def at_hours(ids, hours, batch) -> pa.Table:
+    return pa.table(
+        {
+            "id": pa.array(ids, pa.int64()),
+            "hour": pa.array([None if h is None else H0 + timedelta(hours=h) for h in hours], HOURS_TYPE),
+            "batch": pa.array([batch] * len(ids)),
+        }
+    )
+
+
+def ids_read(wh, partitions=None, hours=()) -> list[int]:
+    wanted = [H0 + timedelta(hours=h) for h in hours]
+    ds = wh.read(HOURS, partitions, ["id"], where_in=("hour", wanted))
+    return sorted(r["id"] for r in ds.take_all())
+
+
+def test_read_where_in_returns_exactly_the_rows_holding_one_of_the_values(place):
+    wh = place.backend
+    a = at_hours([1, 2, 3, 4], [0, 1, 2, None], "a")
+    b = at_hours([5, 6, 7], [2, 9, 10], "b")
+    wh.replace_partitions(ray.data.from_arrow(pa.concat_tables([a, b])), [HOURS], ["a", "b"])
+    assert ids_read(wh, hours=[2]) == [3, 5]
+    assert ids_read(wh, hours=[1, 9, 30]) == [2, 6]
+    assert ids_read(wh, ["b"], hours=[1, 2]) == [5]
+    assert ids_read(wh, hours=[30]) == []
+    assert ids_read(wh, hours=[]) == []
+    with pytest.raises(ValueError, match="hours: read rows by its partition column 'batch'"):
+        wh.read(HOURS, where_in=("batch", ["a"]))
+    with pytest.raises(ValueError, match="hours has no column 'nope'"):
+        wh.read(HOURS, where_in=("nope", [1]))
+
+
+def test_delta_files_record_bounds_that_hold_every_value_and_deltalake_reads_by_them(delta_place):
+    """Timestamps keep microseconds, Delta's statistics milliseconds: the least is rounded down and
+    the greatest up, so a reader that skips files by them cannot miss a file's first or last
+    rows; deltalake's own engine (DataFusion) finds both through them."""
+    wh = delta_place.backend
+    last = datetime(2024, 1, 1, 5, 0, 0, 999_999, tzinfo=UTC)
+    first = datetime(2023, 12, 31, 23, 59, 59, 998_500, tzinfo=UTC)
+    table = pa.table(
+        {"id": pa.array([1, 2, 3], pa.int64()), "hour": pa.array([first, None, last], HOURS_TYPE)}
+    ).append_column("batch", pa.array(["a"] * 3))
+    wh.replace_partitions(ray.data.from_arrow(table), [HOURS], ["a"])
+    log = Path(wh.location(HOURS), "_delta_log", "00000000000000000000.json").read_text().splitlines()
+    (stats,) = [json.loads(json.loads(line)["add"]["stats"]) for line in log if '"add"' in line]
+    assert stats["minValues"] == {"id": 1, "hour": "2023-12-31T23:59:59.998Z"}
+    assert stats["maxValues"] == {"id": 3, "hour": "2024-01-01T05:00:01.000Z"}
+    assert stats["nullCount"] == {"id": 0, "hour": 1}
+    engine = QueryBuilder().register("t", DeltaTable(wh.location(HOURS)))
+    for moment, expected in ((last, 3), (first, 1)):
+        found = engine.execute(f"SELECT id FROM t WHERE hour = '{moment.isoformat()}'").read_all()
+        assert pa.table(found).column("id").to_pylist() == [expected]
+
+
+def test_a_delta_read_where_in_opens_no_file_whose_bounds_exclude_the_values(delta_place, tmp_path):
+    wh = delta_place.backend
+    wh.replace_partitions(ray.data.from_arrow(at_hours([1, 2], [0, 1], "a")), [HOURS], ["a"])
+    wh.replace_partitions(ray.data.from_arrow(at_hours([3, 4], [5, 6], "b")), [HOURS], ["b"])
+    # A file of a table written before files carried bounds: it may hold any value, so it is read.
+    legacy = at_hours([5, 6], [1, 7], "c").drop_columns(["batch"])
+    pq.write_table(legacy, tmp_path / "legacy.parquet")
+    Path(wh.location(HOURS), "batch=c").mkdir()
+    shutil.copy(tmp_path / "legacy.parquet", Path(wh.location(HOURS), "batch=c", "legacy.parquet"))
+    DeltaTable(wh.location(HOURS)).create_write_transaction(
+        [
+            AddAction(
+                path="batch=c/legacy.parquet",
+                size=(tmp_path / "legacy.parquet").stat().st_size,
+                partition_values={"batch": "c"},
+                modification_time=0,
+                data_change=True,
+                stats=json.dumps({"numRecords": 2}),
+            )
+        ],
+        mode="append",
+        schema=HOURS.schema,
+        partition_by=["batch"],
+    )
+    (b_file,) = Path(wh.location(HOURS), "batch=b").glob("*.parquet")
+    b_file.unlink()
+    assert ids_read(wh, hours=[1]) == [2, 5]  # the files of a and c, not b's
+    with pytest.raises(Exception, match=b_file.name):
+        ids_read(wh, hours=[6])
+
+
 @pytest.mark.parametrize("kind", ["snowflake", "bigquery"])
 def test_sql_reads_a_big_partition_in_several_tasks_and_loses_no_row(kind, request, tmp_path, monkeypatch):
     """A day of more than ROWS_PER_READ_TASK rows is split by a hash of its integer key, so no read
@@ -353,6 +456,9 @@ def test_sql_reads_a_big_partition_in_several_tasks_and_loses_no_row(kind, reque
     assert sum(b.num_rows > 0 for b in blocks) > 2
     got = sorted(i for b in blocks for i in b.column("id").to_pylist())
     assert got == ids + [100]
+    # By value, only partitions holding a wanted row get a task, each split as its rows ask.
+    assert len(wh._shards(DAILY, None, "id <= 25")) == 25 // 10 + 1
+    assert len(wh._shards(DAILY, None, "id = 100")) == 1
 
 
 def test_existing_table_with_another_type_is_refused_naming_the_column(place):

@@ -37,6 +37,14 @@ def require_partition_columns(targets: Sequence[TableContract]) -> None:
             raise ValueError(f"{target.name} has no partition column: a partition replace needs one")
 
 
+def require_non_partition_column(table: TableContract, column: str) -> None:
+    """``read``'s ``where_in`` names a column of the table other than its partition column."""
+    if column not in table.column_names:
+        raise ValueError(f"{table.name} has no column {column!r} to read rows by")
+    if column == table.partition_column:
+        raise ValueError(f"{table.name}: read rows by its partition column {column!r} with partitions=")
+
+
 @dataclass(frozen=True)
 class WriteResult:
     """What one write did to one table."""
@@ -138,8 +146,14 @@ class Warehouse(ABC):
         table: TableContract,
         partitions: Sequence[PartitionValue] | None = None,
         columns: Sequence[str] | None = None,
+        where_in: tuple[str, Sequence[object]] | None = None,
     ) -> ray.data.Dataset:
-        """The table (or the given partitions of it) as a Ray Dataset."""
+        """The table (or the given partitions of it) as a Ray Dataset.
+
+        ``where_in=(column, values)`` keeps only the rows whose ``column`` (not the partition
+        column: that is ``partitions``' business) holds one of ``values``, and lets the backend
+        skip data that holds none without reading it: Delta skips files by the minimum and
+        maximum its log records for them, a SQL warehouse prunes by its own means."""
 
     @abstractmethod
     def scan(

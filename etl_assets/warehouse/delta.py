@@ -17,9 +17,10 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from functools import partial
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
@@ -44,6 +45,7 @@ from etl_assets.warehouse.base import (
     WriteResult,
     changed_rows,
     partition_strings,
+    require_non_partition_column,
     require_partition_columns,
 )
 from etl_assets.warehouse.blocks import (
@@ -57,12 +59,48 @@ from etl_assets.warehouse.blocks import (
 
 
 def _file_stats(table: pa.Table) -> str:
+    """A file's Delta statistics: its rows, nulls per column, and the least and greatest value of
+    each integer, date and timestamp column (what reads skip files by: ``read(where_in=)``, and
+    deltalake's own engine in a merge). Text and floating point columns get none: Delta truncates
+    long text, and NaN has no place in an order."""
+    bounds = {name: _bounds(table.column(name)) for name in table.column_names}
+    bounds = {name: pair for name, pair in bounds.items() if pair is not None}
     return json.dumps(
         {
             "numRecords": table.num_rows,
+            "minValues": {name: low for name, (low, _) in bounds.items()},
+            "maxValues": {name: high for name, (_, high) in bounds.items()},
             "nullCount": {name: table.column(name).null_count for name in table.column_names},
         }
     )
+
+
+def _bounds(column: pa.ChunkedArray) -> tuple[object, object] | None:
+    """The least and greatest value of a column as Delta's statistics spell them, or None."""
+    kind = column.type
+    if column.null_count == len(column):
+        return None
+    if pa.types.is_integer(kind) or pa.types.is_date(kind):
+        least, greatest = (v.as_py() for v in pc.min_max(column).values())
+        return (least.isoformat(), greatest.isoformat()) if pa.types.is_date(kind) else (least, greatest)
+    if pa.types.is_timestamp(kind) and kind.tz is not None:
+        # Delta keeps milliseconds: the least is rounded down and the greatest up, so the bounds
+        # still hold every value of the file.
+        per_ms = {"s": None, "ms": 1, "us": 1_000, "ns": 1_000_000}[kind.unit]
+        least, greatest = (v.as_py() for v in pc.min_max(column.cast(pa.int64())).values())
+        if per_ms is None:
+            least, greatest = least * 1000, greatest * 1000
+        else:
+            least, greatest = least // per_ms, -(-greatest // per_ms)
+        return _utc_ms(least), _utc_ms(greatest)
+    return None
+
+
+def _utc_ms(ms: int) -> str:
+    return (_EPOCH + timedelta(milliseconds=ms)).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def write_block_files(
@@ -413,12 +451,13 @@ class DeltaWarehouse(Warehouse):
         table: TableContract,
         partitions: Sequence[PartitionValue] | None = None,
         columns: Sequence[str] | None = None,
+        where_in: tuple[str, Sequence[object]] | None = None,
     ) -> ray.data.Dataset:
         if not self.exists(table):
             raise FileNotFoundError(
                 f"table {table.name} does not exist at {self.location(table)}: materialize it first"
             )
-        return self._read_version(self._table(table), table, partitions, columns)
+        return self._read_version(self._table(table), table, partitions, columns, where_in)
 
     def _read_version(
         self,
@@ -426,6 +465,7 @@ class DeltaWarehouse(Warehouse):
         table: TableContract,
         partitions: Sequence[PartitionValue] | None,
         columns: Sequence[str] | None,
+        where_in: tuple[str, Sequence[object]] | None = None,
     ) -> ray.data.Dataset:
         """``read`` of the version ``delta`` holds."""
         columns = list(columns or table.column_names)
@@ -436,6 +476,10 @@ class DeltaWarehouse(Warehouse):
             wanted = pa.array(partition_strings(partitions), pa.string())
             partition = actions.column(f"partition.{column}").cast(pa.string())
             actions = actions.filter(pc.is_in(partition, value_set=wanted))
+        keep = None
+        if where_in is not None:
+            keep = _wanted_values(table, *where_in)
+            actions = actions.filter(_may_hold(actions, keep))
         if actions.num_rows == 0:
             return from_tables(schema.empty_table())
         # One Ray task per group of files of about READ_ROWS rows, each read whole with pyarrow:
@@ -457,7 +501,12 @@ class DeltaWarehouse(Warehouse):
             for run in runs(counts, target)
         ]
         return from_tables(groups).map_batches(
-            partial(_read_files, schema=schema, partition_column=column if column in columns else None),
+            partial(
+                _read_files,
+                schema=schema,
+                partition_column=column if column in columns else None,
+                keep=keep,
+            ),
             batch_format="pyarrow",
             batch_size=None,
         )
@@ -497,13 +546,55 @@ READ_ROWS = 1_000_000
 READ_ITEMS = pa.schema([("path", pa.string()), ("partition_value", pa.string())])
 
 
-def _read_files(items: pa.Table, schema: pa.Schema, partition_column: str | None) -> pa.Table:
-    """Runs in a Ray task: the listed files of a table, with their partition value, as ``schema``."""
+def _wanted_values(table: TableContract, column: str, values: Sequence[object]) -> pa.Table:
+    """``read``'s ``where_in`` as a one-column table of the column's type, sorted and distinct."""
+    require_non_partition_column(table, column)
+    kind = table.schema.field(column).type
+    given = values.cast(kind) if isinstance(values, pa.Array) else pa.array(list(values), kind)
+    wanted = pc.unique(given).drop_null()
+    return pa.table({column: wanted.take(pc.array_sort_indices(wanted))})
+
+
+def _may_hold(actions: pa.Table, keep: pa.Table) -> pa.Array:
+    """Which files may hold a row whose value is in ``keep``: those whose recorded least and
+    greatest values surround one of them, and every file without those statistics."""
+    column = keep.column_names[0]
+    wanted = keep.column(column)
+    if f"min.{column}" not in actions.column_names or not len(wanted):
+        return pa.array([len(wanted) > 0] * actions.num_rows, pa.bool_())
+    kind = wanted.type
+    least = actions.column(f"min.{column}").cast(kind)
+    greatest = actions.column(f"max.{column}").cast(kind)
+    known = pc.and_(pc.is_valid(least), pc.is_valid(greatest)).to_numpy(zero_copy_only=False)
+    as_int = pa.int32() if pa.types.is_date32(kind) else pa.int64()
+    values = wanted.cast(as_int).to_numpy()
+    low = least.fill_null(wanted[0]).cast(as_int).to_numpy()
+    high = greatest.fill_null(wanted[0]).cast(as_int).to_numpy()
+    if pa.types.is_timestamp(kind):
+        # deltalake's own writer rounds the greatest down to the millisecond.
+        high = high + {"s": 1, "ms": 1, "us": 1_000, "ns": 1_000_000}[kind.unit]
+    first_at_or_above = np.searchsorted(values, low, side="left")
+    inside = values[np.minimum(first_at_or_above, len(values) - 1)] <= high
+    return pa.array(~known | ((first_at_or_above < len(values)) & inside))
+
+
+def _read_files(
+    items: pa.Table, schema: pa.Schema, partition_column: str | None, keep: pa.Table | None = None
+) -> pa.Table:
+    """Runs in a Ray task: the listed files of a table, with their partition value, as ``schema``;
+    with ``keep``, only the rows whose value in its column is one of its values."""
     stored = [f.name for f in schema if f.name != partition_column]
+    by = keep.column_names[0] if keep is not None else None
     tables = []
     for path, value in zip(items.column("path").to_pylist(), items.column("partition_value").to_pylist()):
         fs, on_fs = storage.filesystem(path)
-        table = pq.read_table(on_fs, columns=stored, filesystem=fs)
+        table = pq.read_table(
+            on_fs, columns=stored + ([by] if by and by not in stored else []), filesystem=fs
+        )
+        if keep is not None:
+            table = table.filter(
+                pc.is_in(table.column(by), value_set=keep.column(by).cast(table.column(by).type))
+            )
         if partition_column is not None:
             kind = schema.field(partition_column).type
             table = table.append_column(

@@ -33,6 +33,7 @@ from etl_assets.warehouse.base import (
     Warehouse,
     WriteResult,
     partition_strings,
+    require_non_partition_column,
     require_partition_columns,
 )
 from etl_assets.warehouse.blocks import (
@@ -269,26 +270,40 @@ class SqlWarehouse(Warehouse):
 
     def _partitions_in(self, table: TableContract, values: Sequence[str]) -> str:
         """``<partition column> IN (...)`` of ``values`` (as ``partition_strings`` spells them)."""
-        kind = table.schema.field(table.partition_column).type
-        return f"{table.partition_column} IN ({', '.join(self.literal(v, kind) for v in values)})"
+        return self._values_in(table, table.partition_column, values)
+
+    def _values_in(self, table: TableContract, column: str, values: Sequence[object]) -> str:
+        """``<column> IN (...)`` of ``values``, each a literal of the column's type."""
+        kind = table.schema.field(column).type
+        return f"{column} IN ({', '.join(self.literal(v, kind) for v in partition_strings(list(values)))})"
 
     def partition_row_counts(
         self, table: TableContract, partitions: Sequence[PartitionValue] | None = None
     ) -> dict[str, int]:
+        return self._partition_counts(table, partitions, None)
+
+    def _partition_counts(
+        self, table: TableContract, partitions: Sequence[PartitionValue] | None, where: str | None
+    ) -> dict[str, int]:
+        """Rows per partition value (of ``partitions``, when given) that satisfy ``where``."""
         column = table.partition_column
         if column is None or not self.exists(table) or partitions is not None and not partitions:
             return {}
         query = f"SELECT {column} AS value, COUNT(*) AS n FROM {self.qualified(table.name)}"
+        conditions = [where] if where else []
         if partitions is not None:
-            query += f" WHERE {self._partitions_in(table, partition_strings(partitions))}"
+            conditions.append(self._partitions_in(table, partition_strings(partitions)))
+        if conditions:
+            query += " WHERE " + " AND ".join(conditions)
         counts = self.query(f"{query} GROUP BY {column}")
         counts = conform_to(counts, pa.schema([("value", pa.string()), ("n", pa.int64())]))
         return dict(sorted(zip(counts.column("value").to_pylist(), counts.column("n").to_pylist())))
 
-    def row_count(self, table: TableContract) -> int:
+    def row_count(self, table: TableContract, where: str | None = None) -> int:
         if not self.exists(table):
             return 0
-        counts = self.query(f"SELECT COUNT(*) AS n FROM {self.qualified(table.name)}")
+        query = f"SELECT COUNT(*) AS n FROM {self.qualified(table.name)}"
+        counts = self.query(f"{query} WHERE {where}" if where else query)
         return int(counts.column(0)[0].as_py())
 
     # -- writes --------------------------------------------------------------------------------
@@ -372,12 +387,10 @@ class SqlWarehouse(Warehouse):
         source = f"SELECT {listed}, FALSE AS etl_unmatched FROM {staged} N"
         if delete_unmatched_in is not None:
             column, scope = delete_unmatched_in
-            kind = target.schema.field(column).type
-            values = ", ".join(self.literal(v, kind) for v in partition_strings(list(scope)))
             matches = " AND ".join(f"X.{k} = G.{k}" for k in target.keys)
             source += (
                 f" UNION ALL SELECT {listed}, TRUE AS etl_unmatched FROM {name} G"
-                f" WHERE G.{column} IN ({values})"
+                f" WHERE G.{self._values_in(target, column, scope)}"
                 f" AND NOT EXISTS (SELECT 1 FROM {staged} X WHERE {matches})"
             )
         on = " AND ".join(f"T.{k} = S.{k}" for k in target.keys)
@@ -463,27 +476,31 @@ class SqlWarehouse(Warehouse):
         sql = f"SELECT {', '.join(columns)} FROM {self.qualified(table.name)}"
         return f"{sql} WHERE {where}" if where else sql
 
-    def _shards(self, table: TableContract, partitions: Sequence[PartitionValue] | None) -> list[str | None]:
+    def _shards(
+        self, table: TableContract, partitions: Sequence[PartitionValue] | None, where: str | None = None
+    ) -> list[str | None]:
         """WHERE clauses that split the table (or its given partitions) among read tasks: one per
         partition, and a partition (or an unpartitioned table) of more than ``ROWS_PER_READ_TASK``
-        rows split further by a hash of an integer key, so no task holds a whole big day."""
+        rows split further by a hash of an integer key, so no task holds a whole big day. With
+        ``where``, only its rows are counted and read, and partitions without any get no task."""
         column = table.partition_column
         integer_keys = [
             k for k in table.keys if k != column and pa.types.is_integer(table.schema.field(k).type)
         ]
 
-        def split(rows: int, where: str | None) -> list[str | None]:
+        def split(rows: int, shard: str | None) -> list[str | None]:
+            shard = " AND ".join(c for c in (shard, where) if c) or None
             buckets = rows // ROWS_PER_READ_TASK + 1
             if not integer_keys or buckets == 1:
-                return [where]
+                return [shard]
             bucket = self.bucket_expression(integer_keys[0], buckets)
-            return [f"{where} AND {bucket} = {i}" if where else f"{bucket} = {i}" for i in range(buckets)]
+            return [f"{shard} AND {bucket} = {i}" if shard else f"{bucket} = {i}" for i in range(buckets)]
 
         if column is None:
-            return split(self.row_count(table), None)
+            return split(self.row_count(table, where), None)
         kind = table.schema.field(column).type
-        counts = self.partition_row_counts(table, partitions)
-        values = partition_strings(partitions) if partitions is not None else sorted(counts)
+        counts = self._partition_counts(table, partitions, where)
+        values = partition_strings(partitions) if partitions is not None and where is None else sorted(counts)
         return [
             shard for v in values for shard in split(counts.get(v, 0), f"{column} = {self.literal(v, kind)}")
         ]
@@ -493,6 +510,7 @@ class SqlWarehouse(Warehouse):
         table: TableContract,
         partitions: Sequence[PartitionValue] | None = None,
         columns: Sequence[str] | None = None,
+        where_in: tuple[str, Sequence[object]] | None = None,
     ) -> ray.data.Dataset:
         columns = list(columns or table.column_names)
         schema = pa.schema([table.schema.field(c) for c in columns])
@@ -500,7 +518,15 @@ class SqlWarehouse(Warehouse):
             raise FileNotFoundError(
                 f"table {table.name} does not exist at {self.location(table)}: materialize it first"
             )
-        queries = [self._select(table, columns, where) for where in self._shards(table, partitions)]
+        condition = None
+        if where_in is not None:
+            column, values = where_in
+            require_non_partition_column(table, column)
+            if not len(values):
+                return from_tables(schema.empty_table())
+            condition = self._values_in(table, column, values)
+        shards = self._shards(table, partitions, condition)
+        queries = [self._select(table, columns, where) for where in shards]
         if not queries:
             return from_tables(schema.empty_table())
         items = pa.table({"sql": queries})
