@@ -137,9 +137,9 @@ def hourly_user_metrics(
 ) -> dg.MaterializeResult:
     """Per `event_hour, user_id`: `event_count`, `total_session_duration`, `avg_session_duration`
     over all events loaded so far. A batch's run recomputes the hours its events touch from every
-    event of those hours in `events` (other batches' files that hold none of them are not read)
-    and merges them (rows of those hours that no longer exist are deleted), so the table equals
-    the full aggregate whatever order batches arrive in."""
+    event of those hours in `events` (files whose hour range holds none of them are not read)
+    and replaces those hours' rows with them in one commit (on Delta, only the files of their
+    days are rewritten), so the table equals the full aggregate whatever order batches arrive in."""
     backend = warehouse.backend()
     touched: set = set()
     for batch in backend.scan(EVENTS, context.partition_keys, ["event_hour"]):
@@ -158,12 +158,13 @@ def hourly_user_metrics(
             }
         )
     with source_failures(), timed() as timer:
-        # Only the touched hours' events: Delta skips every file whose hours miss them all.
+        # Only the touched hours' events: Delta skips every file whose recorded hour range
+        # holds none of them (files written before files recorded it are all read).
         in_hours = backend.read(
             EVENTS, columns=["event_hour", "user_id", "session_duration"], where_in=("event_hour", hours)
         )
         metrics = co_locate(map_blocks(in_hours, partial_hourly_metrics), "user_id", combine_hourly_metrics)
-        result = backend.merge(metrics, HOURLY_USER_METRICS, delete_unmatched_in=("event_hour", hours))
+        result = backend.replace_where(metrics, HOURLY_USER_METRICS, "event_hour", hours)
     return materialize_result(
         context, HOURLY_USER_METRICS, result, timer, HOURLY_LINEAGE, hours_touched=len(hours)
     )

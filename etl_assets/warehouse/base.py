@@ -9,6 +9,7 @@ from datetime import date
 from functools import partial
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import ray.data
 
 from etl_assets.contracts import TableContract
@@ -37,12 +38,44 @@ def require_partition_columns(targets: Sequence[TableContract]) -> None:
             raise ValueError(f"{target.name} has no partition column: a partition replace needs one")
 
 
-def require_non_partition_column(table: TableContract, column: str) -> None:
-    """``read``'s ``where_in`` names a column of the table other than its partition column."""
+def wanted_values(table: TableContract, column: str, values: Sequence[object]) -> pa.Array:
+    """Values that select rows (``read``'s ``where_in``, ``replace_where``) as an array of the
+    column's type: distinct, sorted, without nulls (no row's value equals a null), so every
+    backend selects the same rows by them (a naive datetime, for one, is a UTC one on each)."""
     if column not in table.column_names:
-        raise ValueError(f"{table.name} has no column {column!r} to read rows by")
+        raise ValueError(f"{table.name} has no column {column!r} to select rows by")
     if column == table.partition_column:
-        raise ValueError(f"{table.name}: read rows by its partition column {column!r} with partitions=")
+        raise ValueError(f"{table.name}: {column!r} is its partition column: select its rows by partition")
+    kind = table.schema.field(column).type
+    given = values.cast(kind) if isinstance(values, pa.Array) else pa.array(list(values), kind)
+    distinct = pc.unique(given).drop_null()
+    return distinct.take(pc.array_sort_indices(distinct))
+
+
+class OutsideReplacedValues(ValueError):
+    """A row given to ``replace_where`` holds none of the values it replaces."""
+
+
+def require_values_in(block: pa.Table, *, table: str, column: str, values: pa.Array) -> pa.Table:
+    """``block`` as it is when each of its rows holds one of ``values`` in ``column``."""
+    outside = pc.invert(pc.is_in(block.column(column), value_set=values))
+    if pc.any(outside).as_py():
+        first = block.filter(outside).column(column)[0].as_py()
+        raise OutsideReplacedValues(
+            f"{table}: a row with {column} = {first!r} is outside the {len(values)} values this write"
+            " replaces; nothing was written"
+        )
+    return block
+
+
+def replaced_values(
+    target: TableContract, column: str, values: Sequence[object]
+) -> tuple[pa.Array, Callable[[pa.Table], pa.Table]]:
+    """``replace_where``'s values (see ``wanted_values``), and the check of a block against them."""
+    wanted = wanted_values(target, column, values)
+    if not len(wanted):
+        raise ValueError(f"{target.name}: replace_where needs at least one value of {column}")
+    return wanted, partial(require_values_in, table=target.name, column=column, values=wanted)
 
 
 @dataclass(frozen=True)
@@ -131,6 +164,21 @@ class Warehouse(ABC):
         """
         existing = self.read(target, columns=columns) if self.exists(target) else None
         return self.merge(map_blocks(build(existing), partial(changed_rows, changed=changed)), target)
+
+    def replace_where(
+        self, ds: ray.data.Dataset, target: TableContract, column: str, values: Sequence[object]
+    ) -> WriteResult:
+        """Make the table's rows whose ``column`` holds one of ``values`` exactly the rows of ``ds``,
+        in one commit; rows with other values stay as they are. Every row of ``ds`` must hold
+        one of the values (``OutsideReplacedValues`` otherwise, and the table is left as it was).
+
+        By default a merge by the table's keys that also deletes the rows of those values the
+        source does not hold, which a SQL warehouse runs in the warehouse. Delta rewrites only
+        the files whose recorded range of ``column`` holds one of the values (see
+        ``DeltaWarehouse.replace_where``).
+        """
+        wanted, inside = replaced_values(target, column, values)
+        return self.merge(map_blocks(ds, inside), target, delete_unmatched_in=(column, wanted.to_pylist()))
 
     @abstractmethod
     def overwrite(self, ds: ray.data.Dataset, target: TableContract) -> WriteResult:

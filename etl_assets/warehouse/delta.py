@@ -27,15 +27,15 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import ray.data
-from deltalake import CommitProperties, DeltaTable, Schema
+from deltalake import CommitProperties, DeltaTable, Schema, write_deltalake
 from deltalake.exceptions import DeltaError
 from deltalake.transaction import AddAction, create_table_with_add_actions
 
 from etl_assets import storage
 from etl_assets.contracts import TableContract
 from etl_assets.contracts.drift import schema_drift
-from etl_assets.contracts.validation import ContractViolation, SchemaMismatch, enforce, repeated
-from etl_assets.ray_steps import from_tables, per_task_rows
+from etl_assets.contracts.validation import SchemaMismatch, enforce, repeated
+from etl_assets.ray_steps import from_tables, map_blocks, per_task_rows
 from etl_assets.sizing import runs
 from etl_assets.warehouse.base import (
     PartitionValue,
@@ -45,8 +45,9 @@ from etl_assets.warehouse.base import (
     WriteResult,
     changed_rows,
     partition_strings,
-    require_non_partition_column,
+    replaced_values,
     require_partition_columns,
+    wanted_values,
 )
 from etl_assets.warehouse.blocks import (
     MANIFEST_SCHEMA,
@@ -92,12 +93,18 @@ def _bounds(column: pa.ChunkedArray) -> tuple[object, object] | None:
             least, greatest = least * 1000, greatest * 1000
         else:
             least, greatest = least // per_ms, -(-greatest // per_ms)
-        return _utc_ms(least), _utc_ms(greatest)
+        least, greatest = _utc_ms(least), _utc_ms(greatest)
+        return (least, greatest) if least and greatest else None
     return None
 
 
-def _utc_ms(ms: int) -> str:
-    return (_EPOCH + timedelta(milliseconds=ms)).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+def _utc_ms(ms: int) -> str | None:
+    """A UTC instant in milliseconds as Delta's statistics spell it; None past year 9999."""
+    try:
+        t = _EPOCH + timedelta(milliseconds=ms)
+    except OverflowError:
+        return None
+    return f"{t.year:04d}-{t:%m-%dT%H:%M:%S}.{t.microsecond // 1000:03d}Z"
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -110,8 +117,11 @@ def write_block_files(
     uris: Mapping[str, str],
     allowed_days: frozenset[str] | None,
     route: Router | None,
+    cluster: str | None = None,
 ) -> pa.Table:
     """Runs in a Ray task: write one block's rows as Parquet files, return their manifest rows.
+    With ``cluster`` (a timestamp or date column), a file per UTC day of it, so a later write
+    that replaces some of its values rewrites only their days' files.
 
     Files are named by a fresh uuid, so a retried task never overwrites a file another commit uses.
     """
@@ -121,23 +131,40 @@ def write_block_files(
         fs, root = pafs.FileSystem.from_uri(uris[name])
         column = contract.partition_column
         for day, rows_of_day in partition_groups(table, column):
-            data = rows_of_day.drop_columns([column]) if column else rows_of_day
-            relative = f"{column}={day}/" if column else ""
-            relative += f"part-{uuid.uuid4().hex}.parquet"
-            fs.create_dir(f"{root}/{relative.rsplit('/', 1)[0]}" if column else root, recursive=True)
-            pq.write_table(data, f"{root}/{relative}", filesystem=fs, compression="snappy")
-            rows.append(
-                {
-                    "table": name,
-                    "path": relative,
-                    "partition_column": column,
-                    "partition_value": day,
-                    "size": fs.get_file_info(f"{root}/{relative}").size,
-                    "num_records": data.num_rows,
-                    "stats": _file_stats(data),
-                }
-            )
+            rows_of_day = rows_of_day.drop_columns([column]) if column else rows_of_day
+            for data in _by_day(rows_of_day, cluster):
+                rows.append(_write_file(data, fs, root, name, column, day))
     return pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
+
+
+def _by_day(table: pa.Table, column: str | None) -> list[pa.Table]:
+    """The table's rows per UTC day of ``column`` (all of them at once without one)."""
+    if column is None:
+        return [table]
+    days = table.column(column).cast(pa.date32())
+    return [rows.drop_columns([DAY]) for _, rows in partition_groups(table.append_column(DAY, days), DAY)]
+
+
+DAY = "__day"
+
+
+def _write_file(
+    data: pa.Table, fs: pafs.FileSystem, root: str, name: str, column: str | None, day: str | None
+) -> dict:
+    """One Parquet file of ``data`` in its partition's folder, and its manifest row."""
+    relative = f"{column}={day}/" if column else ""
+    relative += f"part-{uuid.uuid4().hex}.parquet"
+    fs.create_dir(f"{root}/{relative.rsplit('/', 1)[0]}" if column else root, recursive=True)
+    pq.write_table(data, f"{root}/{relative}", filesystem=fs, compression="snappy")
+    return {
+        "table": name,
+        "path": relative,
+        "partition_column": column,
+        "partition_value": day,
+        "size": fs.get_file_info(f"{root}/{relative}").size,
+        "num_records": data.num_rows,
+        "stats": _file_stats(data),
+    }
 
 
 # The counted output of a rebuild's router: the rows marked changed.
@@ -266,10 +293,11 @@ class DeltaWarehouse(Warehouse):
         mode: str,
         delta: DeltaTable | None,
         exclusive: bool = False,
+        cluster: str | None = None,
     ) -> WriteResult:
         """Every file the workers write for ``target`` in one commit onto ``delta``, the table as
         the write found it (see ``_commit``)."""
-        files = self._write_files(ds, [target], None, None).get(target.name, [])
+        files = self._write_files(ds, [target], None, None, cluster).get(target.name, [])
         self._commit(delta, target, files, mode, exclusive=exclusive or mode == "overwrite")
         return self._result(target, files, None)
 
@@ -375,43 +403,45 @@ class DeltaWarehouse(Warehouse):
             # first load or a backfill is a merge's largest). Exclusive: appended to a table
             # another run created meanwhile, the rows would sit beside the same keys.
             return self._commit_all(ds, target, "append", None, exclusive=True)
-        written = 0
-        refused: list[ValueError] = []
-
-        def batches() -> Iterator[pa.RecordBatch]:
-            nonlocal written
-            for block in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-                try:
-                    block = enforce(block, target)
-                except (ContractViolation, SchemaMismatch) as exc:
-                    # deltalake reads this generator from Rust and reports its errors as an opaque
-                    # DeltaError; keep ours to raise it as itself.
-                    refused.append(exc)
-                    raise
-                written += block.num_rows
-                yield from block.to_batches()
-
-        source = pa.RecordBatchReader.from_batches(target.schema, batches())
+        stream = _Stream(ds, target)
         predicate = " AND ".join(f"t.{k} = s.{k}" for k in target.keys)
-        merger = delta.merge(source, predicate, source_alias="s", target_alias="t")
+        merger = delta.merge(stream.reader(), predicate, source_alias="s", target_alias="t")
         merger = merger.when_matched_update_all(
             predicate=f"s.{update_if} > t.{update_if}" if update_if else None
         )
         merger = merger.when_not_matched_insert_all()
         if delete_unmatched_in is not None:
             column, values = delete_unmatched_in
-            literals = ", ".join(_sql_literal(v) for v in values)
-            merger = merger.when_not_matched_by_source_delete(predicate=f"t.{column} IN ({literals})")
-        try:
-            merger.execute()
-        except Exception:
-            if refused:
-                raise refused[0] from None
-            raise
+            merger = merger.when_not_matched_by_source_delete(predicate=f"t.{_values_in(column, values)}")
+        stream.run(merger.execute)
+        return self._streamed_result(target, stream)
+
+    def replace_where(
+        self, ds: ray.data.Dataset, target: TableContract, column: str, values: Sequence[object]
+    ) -> WriteResult:
+        """Into no table, the workers write the rows in a file per UTC day of ``column`` and the
+        table's first commit holds them. Otherwise the driver streams them into deltalake's
+        overwrite by predicate, which rewrites only the files whose recorded range of ``column``
+        holds one of the values: with the files of a day apart, a write of a few hours rewrites
+        a day or two of the table, where a merge would scan it all (and rewrite every file
+        whose rows span the hours)."""
+        wanted, inside = replaced_values(target, column, values)
+        delta = self._checked(target)
+        if delta is None:
+            # Exclusive, as a merge's first load: another run's rows of these values would stay.
+            kind = wanted.type
+            by_day = column if pa.types.is_timestamp(kind) or pa.types.is_date(kind) else None
+            return self._commit_all(map_blocks(ds, inside), target, "append", None, True, cluster=by_day)
+        stream = _Stream(ds, target, inside)
+        predicate = _values_in(column, wanted.to_pylist())
+        stream.run(partial(write_deltalake, delta, stream.reader(), mode="overwrite", predicate=predicate))
+        return self._streamed_result(target, stream)
+
+    def _streamed_result(self, target: TableContract, stream: _Stream) -> WriteResult:
         return WriteResult(
             table=target.name,
             location=self.location(target),
-            rows_written=written,
+            rows_written=stream.written,
             table_row_count=self.row_count(target),
             version=self._table(target).version(),
         )
@@ -422,6 +452,7 @@ class DeltaWarehouse(Warehouse):
         targets: Sequence[TableContract],
         allowed_days: frozenset[str] | None,
         route: Router | None,
+        cluster: str | None = None,
     ) -> dict[str, list[dict]]:
         writer = partial(
             write_block_files,
@@ -429,6 +460,7 @@ class DeltaWarehouse(Warehouse):
             uris={t.name: self.location(t) for t in targets},
             allowed_days=allowed_days,
             route=route,
+            cluster=cluster,
         )
         # Only the manifest (a row per file) reaches the driver.
         manifest = ds.map_batches(writer, batch_format="pyarrow", batch_size=None)
@@ -478,7 +510,7 @@ class DeltaWarehouse(Warehouse):
             actions = actions.filter(pc.is_in(partition, value_set=wanted))
         keep = None
         if where_in is not None:
-            keep = _wanted_values(table, *where_in)
+            keep = pa.table({where_in[0]: wanted_values(table, *where_in)})
             actions = actions.filter(_may_hold(actions, keep))
         if actions.num_rows == 0:
             return from_tables(schema.empty_table())
@@ -528,6 +560,49 @@ class DeltaWarehouse(Warehouse):
         return dataset.to_batches(columns=list(columns) if columns else None, filter=flt)
 
 
+class _Stream:
+    """A Dataset's blocks as the driver streams them into a deltalake writer: each enforced
+    against the contract (and ``check``), counted."""
+
+    def __init__(
+        self, ds: ray.data.Dataset, target: TableContract, check: Callable[[pa.Table], pa.Table] | None = None
+    ):
+        self.ds, self.target, self.check = ds, target, check
+        self.written = 0
+        self.refused: list[ValueError] = []
+
+    def _batches(self) -> Iterator[pa.RecordBatch]:
+        for block in self.ds.iter_batches(batch_format="pyarrow", batch_size=None):
+            try:
+                block = enforce(block, self.target)
+                if self.check is not None:
+                    block = self.check(block)
+            except ValueError as exc:
+                # deltalake reads this generator from Rust and reports its errors as an opaque
+                # DeltaError; keep ours to raise it as itself.
+                self.refused.append(exc)
+                raise
+            self.written += block.num_rows
+            yield from block.to_batches()
+
+    def reader(self) -> pa.RecordBatchReader:
+        return pa.RecordBatchReader.from_batches(self.target.schema, self._batches())
+
+    def run(self, write: Callable[[], object]) -> None:
+        """Run the deltalake write that reads the stream, raising a refused block's error as itself."""
+        try:
+            write()
+        except Exception:
+            if self.refused:
+                raise self.refused[0] from None
+            raise
+
+
+def _values_in(column: str, values: Sequence[object]) -> str:
+    """``<column> IN (...)`` for a deltalake predicate."""
+    return f"{column} IN ({', '.join(_sql_literal(v) for v in values)})"
+
+
 def _sql_literal(value: object) -> str:
     """A literal for a merge predicate; values come from the data, never from users."""
     if isinstance(value, datetime):
@@ -546,23 +621,17 @@ READ_ROWS = 1_000_000
 READ_ITEMS = pa.schema([("path", pa.string()), ("partition_value", pa.string())])
 
 
-def _wanted_values(table: TableContract, column: str, values: Sequence[object]) -> pa.Table:
-    """``read``'s ``where_in`` as a one-column table of the column's type, sorted and distinct."""
-    require_non_partition_column(table, column)
-    kind = table.schema.field(column).type
-    given = values.cast(kind) if isinstance(values, pa.Array) else pa.array(list(values), kind)
-    wanted = pc.unique(given).drop_null()
-    return pa.table({column: wanted.take(pc.array_sort_indices(wanted))})
-
-
 def _may_hold(actions: pa.Table, keep: pa.Table) -> pa.Array:
     """Which files may hold a row whose value is in ``keep``: those whose recorded least and
     greatest values surround one of them, and every file without those statistics."""
     column = keep.column_names[0]
     wanted = keep.column(column)
-    if f"min.{column}" not in actions.column_names or not len(wanted):
-        return pa.array([len(wanted) > 0] * actions.num_rows, pa.bool_())
     kind = wanted.type
+    # Only the bounds this module writes are compared (deltalake's writer also records text,
+    # in an order a cast would not keep); any other column's files are all read.
+    ordered = pa.types.is_integer(kind) or pa.types.is_date(kind) or pa.types.is_timestamp(kind)
+    if not ordered or f"min.{column}" not in actions.column_names or not len(wanted):
+        return pa.array([len(wanted) > 0] * actions.num_rows, pa.bool_())
     least = actions.column(f"min.{column}").cast(kind)
     greatest = actions.column(f"max.{column}").cast(kind)
     known = pc.and_(pc.is_valid(least), pc.is_valid(greatest)).to_numpy(zero_copy_only=False)

@@ -33,8 +33,8 @@ from etl_assets.warehouse.base import (
     Warehouse,
     WriteResult,
     partition_strings,
-    require_non_partition_column,
     require_partition_columns,
+    wanted_values,
 )
 from etl_assets.warehouse.blocks import (
     MANIFEST_SCHEMA,
@@ -520,9 +520,9 @@ class SqlWarehouse(Warehouse):
             )
         condition = None
         if where_in is not None:
-            column, values = where_in
-            require_non_partition_column(table, column)
-            if not len(values):
+            column = where_in[0]
+            values = wanted_values(table, *where_in).to_pylist()
+            if not values:
                 return from_tables(schema.empty_table())
             condition = self._values_in(table, column, values)
         shards = self._shards(table, partitions, condition)
