@@ -1,23 +1,28 @@
-"""Benchmark (pushdown into the warehouse read): a batch's hourly metrics as the events pile up.
+"""Benchmark (pushdown, and rewriting only the days touched): a batch's hourly metrics as events pile up.
 
     python -m benchmarks.event_hours [--events-per-batch 50000 --days 7 28 56 --repeats 3]
 
 A landing zone of two event batches a day (the sample generator's: each batch's events span 13
 hours, one of them shared with the batch before, and 3 % of them re-deliver the batch before's).
-`events` and `hourly_user_metrics` are loaded up to each history size in ``--days`` (one
-single-run backfill per size step). Then `hourly_user_metrics` of the newest batch runs again
-through `dagster.materialize`, two ways taking turns on one private Ray:
+Three ways of running `hourly_user_metrics` each keep a warehouse of their own, loaded with
+`events` and `hourly_user_metrics` up to each history size in ``--days`` (one single-run
+backfill per size step, through `dagster.materialize`, by the way's own code):
 
-* ``pruned``: what the platform does: ``read(where_in=("event_hour", touched hours))``, which
-  opens only the files of `events` whose recorded least and greatest `event_hour` surround one
-  of the touched hours;
-* ``full``: what it did before: every file of `events` read, the touched hours' rows kept by a
-  task after the read.
+* ``now``: what the platform does: the touched hours' events read with
+  ``read(where_in=("event_hour", hours))``, which opens only the files of `events` whose recorded
+  least and greatest `event_hour` surround one of them, and written with ``replace_where``: the
+  workers rewrite only the files of `hourly_user_metrics` that hold those hours (a file per day);
+* ``pruned_read``: the same read, written as before, by ``merge(delete_unmatched_in=)``
+  (deltalake's merge in the driver, which scans every file of the table);
+* ``before``: the asset as it was: every file of `events` read and the touched hours' rows kept
+  by a task after, then the merge.
 
-A rerun of the newest batch recomputes the same hours, so both ways run on the same table; the
-table must end as the first run left it. For each size: the rows and files of `events`, the rows
-in the files the pruned read opens (counted here from the Delta log), and each way's step seconds
-(every repeat, and the best). Writes ``results/event_hours.json``.
+Then the newest batch's `hourly_user_metrics` runs again on each warehouse, the ways taking
+turns on one private Ray. A rerun recomputes the same hours, so each table must stay as its
+load left it, and the three tables must be equal. For each size: the rows and files of
+`events`, the rows in the files the pruned read opens (counted here from the Delta log), the
+files of each way's `hourly_user_metrics`, and each way's step seconds (every repeat, and the
+best). Writes ``results/event_hours.json``.
 """
 
 from __future__ import annotations
@@ -65,7 +70,29 @@ def full_read(self, table, partitions=None, columns=None, where_in=None):
     )
 
 
-WAYS = {"pruned": PRUNED_READ, "full": full_read}
+REPLACE_WHERE = DeltaWarehouse.replace_where
+
+
+def merge_instead(self, ds, target, column, values):
+    """The write of before: a merge that deletes the rows of the hours the source does not hold."""
+    return self.merge(ds, target, delete_unmatched_in=(column, list(values)))
+
+
+# Each way's read and write of `hourly_user_metrics`.
+WAYS = {
+    "now": (PRUNED_READ, REPLACE_WHERE),
+    "pruned_read": (PRUNED_READ, merge_instead),
+    "before": (full_read, merge_instead),
+}
+
+
+def run_as(way: str, *args) -> dict:
+    """``run`` with the warehouse reading and writing as ``way`` does."""
+    DeltaWarehouse.read, DeltaWarehouse.replace_where = WAYS[way]
+    try:
+        return run(*args)
+    finally:
+        DeltaWarehouse.read, DeltaWarehouse.replace_where = PRUNED_READ, REPLACE_WHERE
 
 
 def resources(root: Path, warehouse: Path) -> dict:
@@ -93,6 +120,10 @@ def run(root: Path, warehouse: Path, assets: list, batches: list[str], everythin
 def hourly_table(warehouse: Path) -> pa.Table:
     table = DeltaTable(str(warehouse / HOURLY_USER_METRICS.name)).to_pyarrow_table()
     return table.sort_by([("event_hour", "ascending"), ("user_id", "ascending")])
+
+
+def file_count(warehouse: Path) -> int:
+    return len(DeltaTable(str(warehouse / HOURLY_USER_METRICS.name)).file_uris())
 
 
 def rows_in_opened_files(warehouse: Path, batch: str) -> tuple[int, int, int, int]:
@@ -139,32 +170,37 @@ def main() -> None:
         events_per_batch=args.events_per_batch,
     )
     batches = sorted(p.name for p in (root / "sources" / "landing" / "events").iterdir())
-    warehouse = HERE / "work" / "event_hours_warehouse"
-    shutil.rmtree(warehouse, ignore_errors=True)
+    warehouses = {way: HERE / "work" / f"event_hours_{way}" for way in WAYS}
+    for folder in warehouses.values():
+        shutil.rmtree(folder, ignore_errors=True)
     results = []
     try:
         with private_ray():
             loaded = 0
             for days in sizes:
                 history = batches[: 2 * days]
-                start = time.perf_counter()
-                run(root, warehouse, EVENT_ASSETS, history[loaded:], history)
-                load_seconds = time.perf_counter() - start
+                load_seconds, tables = {}, {}
+                for way, warehouse in warehouses.items():
+                    start = time.perf_counter()
+                    run_as(way, root, warehouse, EVENT_ASSETS, history[loaded:], history)
+                    load_seconds[way] = round(time.perf_counter() - start, 1)
+                    tables[way] = hourly_table(warehouse)
+                if not all(table.equals(tables["now"]) for table in tables.values()):
+                    raise RuntimeError(f"the ways' hourly_user_metrics differ after {days} days")
                 loaded = len(history)
                 newest = history[-1]
-                first = hourly_table(warehouse)
                 seconds: dict[str, list[float]] = {way: [] for way in WAYS}
                 for repeat in range(args.repeats):
                     for way in WAYS if repeat % 2 == 0 else list(WAYS)[::-1]:
-                        DeltaWarehouse.read = WAYS[way]
-                        try:
-                            steps = run(root, warehouse, [definitions.hourly_user_metrics], [newest], history)
-                        finally:
-                            DeltaWarehouse.read = PRUNED_READ
+                        hourly = [definitions.hourly_user_metrics]
+                        steps = run_as(way, root, warehouses[way], hourly, [newest], history)
                         seconds[way].append(steps["hourly_user_metrics"])
-                        if not hourly_table(warehouse).equals(first):
+                        if not hourly_table(warehouses[way]).equals(tables[way]):
                             raise RuntimeError(f"{way}: hourly_user_metrics changed on a rerun of {newest}")
-                total_rows, total_files, opened_rows, opened_files = rows_in_opened_files(warehouse, newest)
+                total_rows, total_files, opened_rows, opened_files = rows_in_opened_files(
+                    warehouses["now"], newest
+                )
+                best = {way: min(s) for way, s in seconds.items()}
                 entry = {
                     "days": days,
                     "batches": len(history),
@@ -172,15 +208,18 @@ def main() -> None:
                     "events_files": total_files,
                     "pruned_read_rows": opened_rows,
                     "pruned_read_files": opened_files,
-                    "load_seconds": round(load_seconds, 1),
+                    "hourly_rows": tables["now"].num_rows,
+                    "hourly_files": {way: file_count(w) for way, w in warehouses.items()},
+                    "load_seconds": load_seconds,
                     "step_seconds": seconds,
-                    "best": {way: min(s) for way, s in seconds.items()},
-                    "full_over_pruned": round(min(seconds["full"]) / min(seconds["pruned"]), 2),
+                    "best": best,
+                    "over_now": {way: round(b / best["now"], 2) for way, b in best.items()},
                 }
                 results.append(entry)
                 print(json.dumps(entry), flush=True)
     finally:
-        shutil.rmtree(warehouse, ignore_errors=True)
+        for folder in warehouses.values():
+            shutil.rmtree(folder, ignore_errors=True)
     out = HERE / "results" / "event_hours.json"
     out.write_text(
         json.dumps(

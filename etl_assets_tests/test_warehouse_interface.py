@@ -451,6 +451,16 @@ def test_replace_where_makes_the_rows_of_its_values_exactly_the_rows_given(place
     assert place.staging_left() == []
 
 
+def test_replace_where_on_a_partitioned_table_keeps_each_row_in_its_partition(place):
+    wh = place.backend
+    a, b = at_hours([1, 2], [0, 1], "a"), at_hours([3, 4], [1, 2], "b")
+    wh.replace_partitions(ray.data.from_arrow(pa.concat_tables([a, b])), [HOURS], ["a", "b"])
+    wh.replace_where(ray.data.from_arrow(at_hours([5], [1], "c")), HOURS, "hour", [H0 + timedelta(hours=1)])
+    got = sorted((r["id"], r["hour"], r["batch"]) for r in wh.read(HOURS).take_all())
+    assert got == [(1, H0, "a"), (4, H0 + timedelta(hours=2), "b"), (5, H0 + timedelta(hours=1), "c")]
+    assert wh.partition_row_counts(HOURS) == {"a": 1, "b": 1, "c": 1}
+
+
 def test_a_delta_replace_where_rewrites_only_the_days_of_its_values(delta_place):
     wh = delta_place.backend
     # Three days of hours into no table: the workers' files are a day each.
@@ -467,6 +477,25 @@ def test_a_delta_replace_where_rewrites_only_the_days_of_its_values(delta_place)
     kept = set(DeltaTable(wh.location(HOURLY)).file_uris()) & set(files)
     assert len(kept) == 2  # the first and third days' files are untouched
     assert content_by_hour(delta_place) == at((1, 0), (2, 5), (4, 60), (5, 30))
+    # Hour 3 lies within the first day's file's range but none of its rows: the file stays.
+    before = set(DeltaTable(wh.location(HOURLY)).file_uris())
+    wh.replace_where(ray.data.from_arrow(hourly_rows([6], [3])), HOURLY, "hour", [H0 + timedelta(hours=3)])
+    after = set(DeltaTable(wh.location(HOURLY)).file_uris())
+    assert before < after and len(after - before) == 1
+    assert content_by_hour(delta_place) == at((1, 0), (2, 5), (4, 60), (5, 30), (6, 3))
+
+
+def test_a_delta_replace_where_refuses_a_commit_made_while_it_rewrote(delta_place):
+    """Another run's rows of the same hours, committed meanwhile, would survive the rewrite."""
+    wh, other = delta_place.backend, DeltaWarehouse(delta_place.backend.root)
+    one = [H0 + timedelta(hours=1)]
+    wh.replace_where(ray.data.from_arrow(hourly_rows([1], [1])), HOURLY, "hour", one)
+    while_another_run(
+        wh, lambda: other.replace_where(ray.data.from_arrow(hourly_rows([2], [1])), HOURLY, "hour", one)
+    )
+    with pytest.raises(ConcurrentWrite, match="hourly: another commit landed .* started from version 0"):
+        wh.replace_where(ray.data.from_arrow(hourly_rows([3], [1])), HOURLY, "hour", one)
+    assert content_by_hour(delta_place) == at((2, 1))
 
 
 def test_delta_files_record_bounds_that_hold_every_value_and_deltalake_reads_by_them(delta_place):

@@ -173,8 +173,8 @@ class Warehouse(ABC):
         one of the values (``OutsideReplacedValues`` otherwise, and the table is left as it was).
 
         By default a merge by the table's keys that also deletes the rows of those values the
-        source does not hold, which a SQL warehouse runs in the warehouse. Delta rewrites only
-        the files whose recorded range of ``column`` holds one of the values (see
+        source does not hold, which a SQL warehouse runs in the warehouse. Delta's workers rewrite
+        only the files whose recorded range of ``column`` holds one of the values (see
         ``DeltaWarehouse.replace_where``).
         """
         wanted, inside = replaced_values(target, column, values)

@@ -5,8 +5,13 @@ small manifest (path, size, row count); the driver commits every file of the run
 transaction (``create_write_transaction``, or ``create_table_with_add_actions`` for a table's
 first). Until that commit the files are invisible, so a failed
 run leaves the table at its previous version. A rebuild (the whole table from rows that hold it
-all) and a merge into a table that does not exist yet are written the same way. Other merges
-stream blocks through the driver into ``DeltaTable.merge``, which also commits once.
+all), a replace of the rows of some values (the workers also rewrite the files that hold them,
+and the commit removes those) and a merge into a table that does not exist yet are written the
+same way. Other merges stream blocks through the driver into ``DeltaTable.merge``, which also
+commits once.
+
+Each file records the least and greatest value of its integer, date and timestamp columns, and
+reads by value open only the files whose range may hold one.
 """
 
 from __future__ import annotations
@@ -27,9 +32,9 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import ray.data
-from deltalake import CommitProperties, DeltaTable, Schema, write_deltalake
+from deltalake import CommitProperties, DeltaTable, Schema
 from deltalake.exceptions import DeltaError
-from deltalake.transaction import AddAction, create_table_with_add_actions
+from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
 
 from etl_assets import storage
 from etl_assets.contracts import TableContract
@@ -165,6 +170,44 @@ def _write_file(
         "num_records": data.num_rows,
         "stats": _file_stats(data),
     }
+
+
+# Manifest rows of the files a replace_where's rewrite removes from the table.
+REMOVED = "__removed"
+
+
+def rewrite_without(
+    items: pa.Table, *, target: TableContract, uri: str, column: str, values: pa.Array, cluster: str | None
+) -> pa.Table:
+    """Runs in a Ray task: each listed file of the table rewritten without its rows whose
+    ``column`` holds one of ``values`` (a file per UTC day of ``cluster``); a file that holds none
+    is left as it is. The manifest rows of the files written, and a ``REMOVED`` row for each
+    file they replace."""
+    rows = []
+    for item in items.to_pylist():
+        listed = pa.table({"path": [f"{uri}/{item['path']}"], "partition_value": [item["partition_value"]]})
+        table = _read_files(listed, target.schema, target.partition_column)
+        hit = pc.is_in(table.column(column), value_set=values)
+        removed = int(pc.sum(hit).as_py() or 0)
+        if not removed:
+            continue
+        rest = table.filter(pc.invert(hit))
+        if rest.num_rows:
+            targets, uris = {target.name: target}, {target.name: uri}
+            rows += write_block_files(
+                rest, targets=targets, uris=uris, allowed_days=None, route=None, cluster=cluster
+            ).to_pylist()
+        rows.append(
+            {
+                "table": REMOVED,
+                "path": item["path"],
+                "partition_column": target.partition_column,
+                "partition_value": item["partition_value"],
+                "size": item["size"],
+                "num_records": removed,
+            }
+        )
+    return pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
 
 
 # The counted output of a rebuild's router: the rows marked changed.
@@ -332,6 +375,7 @@ class DeltaWarehouse(Warehouse):
         mode: str,
         partition_filters: list[tuple[str, str, object]] | None = None,
         exclusive: bool = False,
+        removed: Sequence[dict] = (),
     ) -> None:
         """One commit of ``files`` onto the version ``delta`` holds; for a table that did not
         exist (``delta`` None), its first commit holds them, so a failed write leaves no table.
@@ -339,8 +383,9 @@ class DeltaWarehouse(Warehouse):
         ``exclusive``: the commit lands on that version or not at all, raising ``ConcurrentWrite``
         (for writes whose rows replace everything the version held: an overwrite, a rebuild, a
         merge's first load). Otherwise deltalake retries onto later commits, and a table another
-        run created meanwhile is committed to as it now is (a window replace or an append)."""
-        actions = [_add_action(f) for f in files]
+        run created meanwhile is committed to as it now is (a window replace or an append).
+        ``removed``: manifest rows of files of ``delta`` the commit removes (with mode append)."""
+        actions = [_add_action(f) for f in files] + [_remove_action(f) for f in removed]
         partition_by = [target.partition_column] if target.partition_column else None
         once = CommitProperties(max_commit_retries=0)
         if delta is None:
@@ -419,23 +464,56 @@ class DeltaWarehouse(Warehouse):
     def replace_where(
         self, ds: ray.data.Dataset, target: TableContract, column: str, values: Sequence[object]
     ) -> WriteResult:
-        """Into no table, the workers write the rows in a file per UTC day of ``column`` and the
-        table's first commit holds them. Otherwise the driver streams them into deltalake's
-        overwrite by predicate, which rewrites only the files whose recorded range of ``column``
-        holds one of the values: with the files of a day apart, a write of a few hours rewrites
-        a day or two of the table, where a merge would scan it all (and rewrite every file
-        whose rows span the hours)."""
+        """The workers write the rows given, and rewrite each file whose recorded range of
+        ``column`` may hold one of the values without the rows of those values (a file that holds
+        none stays); the driver commits the new files and removes the rewritten ones in one
+        commit. Files are written one per UTC day of ``column`` (a timestamp or date), so a write
+        of a few hours rewrites a day or two of the table, where a merge would scan all of it
+        in the driver. The commit lands on the version the rewrite read, or not at all
+        (``ConcurrentWrite``)."""
         wanted, inside = replaced_values(target, column, values)
         delta = self._checked(target)
-        if delta is None:
-            # Exclusive, as a merge's first load: another run's rows of these values would stay.
-            kind = wanted.type
-            by_day = column if pa.types.is_timestamp(kind) or pa.types.is_date(kind) else None
-            return self._commit_all(map_blocks(ds, inside), target, "append", None, True, cluster=by_day)
-        stream = _Stream(ds, target, inside)
-        predicate = _values_in(column, wanted.to_pylist())
-        stream.run(partial(write_deltalake, delta, stream.reader(), mode="overwrite", predicate=predicate))
-        return self._streamed_result(target, stream)
+        kind = wanted.type
+        by_day = column if pa.types.is_timestamp(kind) or pa.types.is_date(kind) else None
+        new = self._write_files(map_blocks(ds, inside), [target], None, None, by_day).get(target.name, [])
+        rewritten = self._rewrite_without(delta, target, column, wanted, by_day) if delta is not None else {}
+        files = new + rewritten.get(target.name, [])
+        self._commit(delta, target, files, "append", exclusive=True, removed=rewritten.get(REMOVED, []))
+        written = sum(f["num_records"] for f in new)
+        return dataclasses.replace(self._result(target, files, None), rows_written=written)
+
+    def _rewrite_without(
+        self, delta: DeltaTable, target: TableContract, column: str, wanted: pa.Array, cluster: str | None
+    ) -> dict[str, list[dict]]:
+        """Every file of ``delta`` that may hold one of ``wanted`` in ``column``, rewritten by the
+        workers without those rows (``rewrite_without``); their manifests."""
+        actions = pa.table(delta.get_add_actions(flatten=True))
+        if actions.num_rows:
+            actions = actions.filter(_may_hold(actions, pa.table({column: wanted})))
+        if actions.num_rows == 0:
+            return {}
+        part = target.partition_column
+        items = pa.table(
+            {
+                "path": actions.column("path"),
+                "partition_value": actions.column(f"partition.{part}").cast(pa.string())
+                if part
+                else pa.nulls(actions.num_rows, pa.string()),
+                "size": actions.column("size_bytes"),
+            }
+        )
+        counts = [c or 0 for c in actions.column("num_records").to_pylist()]
+        groups = [items.take(list(run)) for run in runs(counts, per_task_rows(sum(counts), READ_ROWS))]
+        rewrite = partial(
+            rewrite_without,
+            target=target,
+            uri=self.location(target),
+            column=column,
+            values=wanted,
+            cluster=cluster,
+        )
+        manifest = from_tables(groups).map_batches(rewrite, batch_format="pyarrow", batch_size=None)
+        return collect_manifests(manifest.iter_batches(batch_format="pyarrow", batch_size=None))
 
     def _streamed_result(self, target: TableContract, stream: _Stream) -> WriteResult:
         return WriteResult(
@@ -673,6 +751,16 @@ def _read_files(
             pa.Table.from_arrays([table.column(f.name).cast(f.type) for f in schema], schema=schema)
         )
     return pa.concat_tables(tables)
+
+
+def _remove_action(f: dict) -> RemoveAction:
+    return RemoveAction(
+        path=f["path"],
+        data_change=True,
+        deletion_timestamp=int(time.time() * 1000),
+        size=f["size"],
+        partition_values={f["partition_column"]: f["partition_value"]} if f["partition_column"] else None,
+    )
 
 
 def _add_action(f: dict) -> AddAction:
