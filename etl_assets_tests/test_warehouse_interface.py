@@ -350,7 +350,7 @@ HOURS = TableContract(
         Column("hour", HOURS_TYPE, "an hour"),
         Column("batch", pa.string(), "partition", nullable=False),
     ),
-    keys=("id",),
+    keys=("id", "hour"),
     partition_column="batch",
 )
 H0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -405,7 +405,7 @@ def test_read_where_in_by_a_column_without_bounds_reads_every_file(place):
     assert sorted(r["id"] for r in got) == [1, 3]
 
 
-HOURLY = TableContract(name="hourly", columns=HOURS.columns[:2], keys=("id",))
+HOURLY = TableContract(name="hourly", columns=HOURS.columns[:2], keys=("id", "hour"))
 
 
 def hourly_rows(ids, hours) -> pa.Table:
@@ -449,6 +449,10 @@ def test_replace_where_makes_the_rows_of_its_values_exactly_the_rows_given(place
         )
     assert content_by_hour(place) == at((1, 0), (4, 1), (5, 2))
     assert place.staging_left() == []
+    with pytest.raises(
+        ValueError, match=r"dim: replace_where needs a column of the key \('id',\), not 'value'"
+    ):
+        wh.replace_where(ray.data.from_arrow(pa.table({"id": [1], "value": [1.0]})), DIM, "value", [1.0])
 
 
 def test_replace_where_on_a_partitioned_table_keeps_each_row_in_its_partition(place):
@@ -520,13 +524,9 @@ def test_delta_files_record_bounds_that_hold_every_value_and_deltalake_reads_by_
         assert pa.table(found).column("id").to_pylist() == [expected]
 
 
-def test_a_delta_read_where_in_opens_no_file_whose_bounds_exclude_the_values(delta_place, tmp_path):
-    wh = delta_place.backend
-    wh.replace_partitions(ray.data.from_arrow(at_hours([1, 2], [0, 1], "a")), [HOURS], ["a"])
-    wh.replace_partitions(ray.data.from_arrow(at_hours([3, 4], [5, 6], "b")), [HOURS], ["b"])
-    # A file of a table written before files carried bounds: it may hold any value, so it is read.
-    legacy = at_hours([5, 6], [1, 7], "c").drop_columns(["batch"])
-    pq.write_table(legacy, tmp_path / "legacy.parquet")
+def commit_legacy_file(wh: DeltaWarehouse, rows_of_c: pa.Table, tmp_path: Path) -> str:
+    """Commit ``rows_of_c`` to partition c of HOURS as a file of before: no bounds, not judged."""
+    pq.write_table(rows_of_c.drop_columns(["batch"]), tmp_path / "legacy.parquet")
     Path(wh.location(HOURS), "batch=c").mkdir()
     shutil.copy(tmp_path / "legacy.parquet", Path(wh.location(HOURS), "batch=c", "legacy.parquet"))
     DeltaTable(wh.location(HOURS)).create_write_transaction(
@@ -537,13 +537,32 @@ def test_a_delta_read_where_in_opens_no_file_whose_bounds_exclude_the_values(del
                 partition_values={"batch": "c"},
                 modification_time=0,
                 data_change=True,
-                stats=json.dumps({"numRecords": 2}),
+                stats=json.dumps({"numRecords": rows_of_c.num_rows}),
             )
         ],
         mode="append",
         schema=HOURS.schema,
         partition_by=["batch"],
     )
+    return "batch=c/legacy.parquet"
+
+
+def test_a_delta_replace_where_rewrites_a_file_without_bounds_in_its_partition(delta_place, tmp_path):
+    wh = delta_place.backend
+    wh.replace_partitions(ray.data.from_arrow(at_hours([1, 2], [0, 1], "a")), [HOURS], ["a"])
+    path = commit_legacy_file(wh, at_hours([5, 6], [1, 7], "c"), tmp_path)
+    wh.replace_where(ray.data.from_arrow(at_hours([9], [1], "a")), HOURS, "hour", [H0 + timedelta(hours=1)])
+    assert not any(uri.endswith(path) for uri in DeltaTable(wh.location(HOURS)).file_uris())
+    got = sorted((r["batch"], r["id"], r["hour"]) for r in wh.read(HOURS).take_all())
+    assert got == [("a", 1, H0), ("a", 9, H0 + timedelta(hours=1)), ("c", 6, H0 + timedelta(hours=7))]
+
+
+def test_a_delta_read_where_in_opens_no_file_whose_bounds_exclude_the_values(delta_place, tmp_path):
+    wh = delta_place.backend
+    wh.replace_partitions(ray.data.from_arrow(at_hours([1, 2], [0, 1], "a")), [HOURS], ["a"])
+    wh.replace_partitions(ray.data.from_arrow(at_hours([3, 4], [5, 6], "b")), [HOURS], ["b"])
+    # A file of a table written before files carried bounds: it may hold any value, so it is read.
+    commit_legacy_file(wh, at_hours([5, 6], [1, 7], "c"), tmp_path)
     (b_file,) = Path(wh.location(HOURS), "batch=b").glob("*.parquet")
     b_file.unlink()
     assert ids_read(wh, hours=[1]) == [2, 5]  # the files of a and c, not b's

@@ -138,8 +138,9 @@ def hourly_user_metrics(
     """Per `event_hour, user_id`: `event_count`, `total_session_duration`, `avg_session_duration`
     over all events loaded so far. A batch's run recomputes the hours its events touch from every
     event of those hours in `events` (files whose hour range holds none of them are not read)
-    and replaces those hours' rows with them in one commit (on Delta, only files of their days
-    are rewritten), so the table equals the full aggregate whatever order batches arrive in."""
+    and replaces those hours' rows with them in one commit (on Delta, only files that hold them
+    are rewritten, a file per day), so the table equals the full aggregate whatever order batches
+    arrive in."""
     backend = warehouse.backend()
     touched: set = set()
     for batch in backend.scan(EVENTS, context.partition_keys, ["event_hour"]):

@@ -58,7 +58,8 @@ class OutsideReplacedValues(ValueError):
 
 def require_values_in(block: pa.Table, *, table: str, column: str, values: pa.Array) -> pa.Table:
     """``block`` as it is when each of its rows holds one of ``values`` in ``column``."""
-    outside = pc.invert(pc.is_in(block.column(column), value_set=values))
+    found = block.column(column)
+    outside = pc.invert(pc.is_in(found, value_set=values.cast(found.type)))
     if pc.any(outside).as_py():
         first = block.filter(outside).column(column)[0].as_py()
         raise OutsideReplacedValues(
@@ -72,6 +73,12 @@ def replaced_values(
     target: TableContract, column: str, values: Sequence[object]
 ) -> tuple[pa.Array, Callable[[pa.Table], pa.Table]]:
     """``replace_where``'s values (see ``wanted_values``), and the check of a block against them."""
+    # Through the key, a row of another value can never be the same row as one replaced: a
+    # merge would move it, a rewrite would keep both.
+    if column not in target.keys:
+        raise ValueError(
+            f"{target.name}: replace_where needs a column of the key {target.keys}, not {column!r}"
+        )
     wanted = wanted_values(target, column, values)
     if not len(wanted):
         raise ValueError(f"{target.name}: replace_where needs at least one value of {column}")
