@@ -469,7 +469,13 @@ class DeltaWarehouse(Warehouse):
             column, values = delete_unmatched_in
             merger = merger.when_not_matched_by_source_delete(predicate=f"t.{_values_in(column, values)}")
         stream.run(merger.execute)
-        return self._streamed_result(target, stream)
+        return WriteResult(
+            table=target.name,
+            location=self.location(target),
+            rows_written=stream.written,
+            table_row_count=self.row_count(target),
+            version=self._table(target).version(),
+        )
 
     def replace_where(
         self, ds: ray.data.Dataset, target: TableContract, column: str, values: Sequence[object]
@@ -523,15 +529,6 @@ class DeltaWarehouse(Warehouse):
         )
         manifest = from_tables(groups).map_batches(rewrite, batch_format="pyarrow", batch_size=None)
         return collect_manifests(manifest.iter_batches(batch_format="pyarrow", batch_size=None))
-
-    def _streamed_result(self, target: TableContract, stream: _Stream) -> WriteResult:
-        return WriteResult(
-            table=target.name,
-            location=self.location(target),
-            rows_written=stream.written,
-            table_row_count=self.row_count(target),
-            version=self._table(target).version(),
-        )
 
     def _write_files(
         self,
@@ -649,12 +646,10 @@ class DeltaWarehouse(Warehouse):
 
 class _Stream:
     """A Dataset's blocks as the driver streams them into a deltalake writer: each enforced
-    against the contract (and ``check``), counted."""
+    against the contract, counted."""
 
-    def __init__(
-        self, ds: ray.data.Dataset, target: TableContract, check: Callable[[pa.Table], pa.Table] | None = None
-    ):
-        self.ds, self.target, self.check = ds, target, check
+    def __init__(self, ds: ray.data.Dataset, target: TableContract):
+        self.ds, self.target = ds, target
         self.written = 0
         self.refused: list[ValueError] = []
 
@@ -662,8 +657,6 @@ class _Stream:
         for block in self.ds.iter_batches(batch_format="pyarrow", batch_size=None):
             try:
                 block = enforce(block, self.target)
-                if self.check is not None:
-                    block = self.check(block)
             except ValueError as exc:
                 # deltalake reads this generator from Rust and reports its errors as an opaque
                 # DeltaError; keep ours to raise it as itself.
