@@ -176,6 +176,16 @@ def test_customer_days_in_reverse_order_give_the_same_scd2_table(sample_dir, ful
     ).success
     wanted = snapshot(full_warehouse, ["customers"])["customers"]
     pd.testing.assert_frame_equal(wanted, snapshot(warehouse, ["customers"])["customers"], check_exact=True)
+    # A day the CRM changed nothing leaves the table as it is, without a commit.
+    version = DeltaTable(str(warehouse / "customers")).version()
+    quiet = day(SAMPLE_DAYS + 3)
+    customer_days = [definitions.raw_customers, definitions.customers]
+    result = run_window(sample_dir, warehouse, quiet, quiet, assets=customer_days, with_checks=False)
+    assert result.success
+    assert DeltaTable(str(warehouse / "customers")).version() == version
+    (written,) = result.asset_materializations_for_node("customers")
+    assert written.metadata["merged_rows"].value == 0
+    assert written.metadata["dagster/row_count"].value == len(wanted)
 
 
 def test_missing_lake_partition_fails_naming_the_path(sample_dir, tmp_path):

@@ -11,7 +11,7 @@ from etl_assets.assets.metadata import definition_metadata, materialize_result, 
 from etl_assets.assets.sources import crm_customers
 from etl_assets.contracts import CUSTOMERS, RAW_CUSTOMERS
 from etl_assets.partitions import window_days
-from etl_assets.ray_steps import cluster_cpus, co_locate, timed
+from etl_assets.ray_steps import JobTimer, cluster_cpus, co_locate, timed
 from etl_assets.resources import RayResource, SourcesResource, WarehouseResource
 from etl_assets.sources.crm import CrmDatabase, read_customer_versions
 from etl_assets.transforms.customers import (
@@ -22,6 +22,7 @@ from etl_assets.transforms.customers import (
     scd2_rebuild,
 )
 from etl_assets.transforms.customers import SOURCE_COLUMNS as CUSTOMER_COLUMNS
+from etl_assets.warehouse.base import WriteResult
 
 RAW_LINEAGE = {
     **same_columns("crm_customers", ATTRIBUTES),
@@ -90,9 +91,15 @@ def customers(
     current one) and `is_current`. A run adds its days' versions to the existing ones (a version
     with the same (customer_id, valid_from) replaces the one held) and rebuilds the validity of
     every customer, so loading any set of days, in any order, any number of times, gives the same
-    table. `merged_rows` counts the rows of the customers the days touched."""
+    table. `merged_rows` counts the rows of the customers the days touched; days without a
+    version leave the table as it is, unwritten."""
     days = window_days(context)
     backend = warehouse.backend()
+    if backend.exists(CUSTOMERS) and not sum(backend.partition_row_counts(RAW_CUSTOMERS, days).values()):
+        # The rebuild would write the table it read (the dimension is a function of its versions).
+        context.log.info("raw_customers holds no version of these days: customers is unchanged")
+        unchanged = WriteResult(CUSTOMERS.name, backend.location(CUSTOMERS), 0, backend.row_count(CUSTOMERS))
+        return materialize_result(context, CUSTOMERS, unchanged, JobTimer(), CUSTOMERS_LINEAGE, merged_rows=0)
     with source_failures(), timed() as timer:
         incoming = backend.read(RAW_CUSTOMERS, days, ATTRIBUTES).map_batches(
             partial(mark_versions, incoming=True), batch_format="pyarrow", batch_size=None
