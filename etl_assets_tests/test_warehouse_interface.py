@@ -571,6 +571,24 @@ def test_a_delta_read_where_in_opens_no_file_whose_bounds_exclude_the_values(del
 
 
 @pytest.mark.parametrize("kind", ["snowflake", "bigquery"])
+def test_sql_value_lists_longer_than_a_list_may_be_are_split_and_select_the_same_rows(
+    kind, request, tmp_path, monkeypatch
+):
+    from etl_assets.warehouse import sql
+
+    wh = warehouse_on(kind, request, tmp_path).backend()
+    monkeypatch.setattr(sql, "IN_LIST_MOST", 2)
+    wh.replace_window(ray.data.from_arrow(rows([1, 2, 3, 4], [D1, D2, D3, D3])), [DAILY], [D1, D2, D3])
+    wh.replace_window(ray.data.from_arrow(rows([5], [D2], 5.0)), [DAILY], [D1, D2, D3])
+    assert sorted((r["id"], r["value"]) for r in wh.read(DAILY).take_all()) == [(5, 5.0)]
+    hourly = [H0 + timedelta(hours=h) for h in range(5)]
+    wh.replace_where(ray.data.from_arrow(hourly_rows([1, 2, 3], [0, 2, 4])), HOURLY, "hour", hourly)
+    wh.replace_where(ray.data.from_arrow(hourly_rows([4], [3])), HOURLY, "hour", hourly[1:])
+    ds = wh.read(HOURLY, where_in=("hour", [*hourly, H0 + timedelta(hours=9)]))
+    assert sorted((r["id"], r["hour"]) for r in ds.take_all()) == at((1, 0), (4, 3))
+
+
+@pytest.mark.parametrize("kind", ["snowflake", "bigquery"])
 def test_sql_reads_a_big_partition_in_several_tasks_and_loses_no_row(kind, request, tmp_path, monkeypatch):
     """A day of more than ROWS_PER_READ_TASK rows is split by a hash of its integer key, so no read
     task holds the whole day; every row comes back once."""

@@ -120,6 +120,10 @@ def conform_to(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
+# The most values one SQL ``IN`` list holds (see ``SqlWarehouse._values_in``).
+IN_LIST_MOST = 1000
+
+
 def _run_read(batch: pa.Table, *, runner: QueryRunner, schema: pa.Schema) -> pa.Table:
     return pa.concat_tables([conform_to(runner(sql), schema) for sql in batch.column("sql").to_pylist()])
 
@@ -272,10 +276,20 @@ class SqlWarehouse(Warehouse):
         """``<partition column> IN (...)`` of ``values`` (as ``partition_strings`` spells them)."""
         return self._values_in(table, table.partition_column, values)
 
-    def _values_in(self, table: TableContract, column: str, values: Sequence[object]) -> str:
-        """``<column> IN (...)`` of ``values``, each a literal of the column's type."""
+    def _values_in(
+        self, table: TableContract, column: str, values: Sequence[object], alias: str | None = None
+    ) -> str:
+        """``<column> IN (...)`` of ``values``, each a literal of the column's type; a long list as
+        lists of at most ``IN_LIST_MOST`` joined by ``OR`` (Snowflake refuses a list of more than
+        16,384: a backfill of two years touches 17,520 hours). ``alias``: the table's, if any."""
         kind = table.schema.field(column).type
-        return f"{column} IN ({', '.join(self.literal(v, kind) for v in partition_strings(list(values)))})"
+        literals = [self.literal(v, kind) for v in partition_strings(list(values))]
+        named = f"{alias}.{column}" if alias else column
+        lists = [
+            f"{named} IN ({', '.join(literals[i : i + IN_LIST_MOST])})"
+            for i in range(0, len(literals), IN_LIST_MOST)
+        ]
+        return lists[0] if len(lists) == 1 else "(" + " OR ".join(lists) + ")"
 
     def partition_row_counts(
         self, table: TableContract, partitions: Sequence[PartitionValue] | None = None
@@ -319,16 +333,10 @@ class SqlWarehouse(Warehouse):
         values = partition_strings(partitions)
 
         # Spelled (and so checked) before anything is written.
-        windows = {
-            t.name: ", ".join(self.literal(v, t.schema.field(t.partition_column).type) for v in values)
-            for t in targets
-        }
+        windows = {t.name: self._partitions_in(t, values) for t in targets}
 
         def statements(target: TableContract, staged: str) -> list[str]:
-            delete = (
-                f"DELETE FROM {self.qualified(target.name)}"
-                f" WHERE {target.partition_column} IN ({windows[target.name]})"
-            )
+            delete = f"DELETE FROM {self.qualified(target.name)} WHERE {windows[target.name]}"
             return ([delete] if values else []) + [self._insert_from(target, staged)]
 
         manifests = self._staged_write(ds, targets, frozenset(values), route, statements)
@@ -390,7 +398,7 @@ class SqlWarehouse(Warehouse):
             matches = " AND ".join(f"X.{k} = G.{k}" for k in target.keys)
             source += (
                 f" UNION ALL SELECT {listed}, TRUE AS etl_unmatched FROM {name} G"
-                f" WHERE G.{self._values_in(target, column, scope)}"
+                f" WHERE {self._values_in(target, column, scope, 'G')}"
                 f" AND NOT EXISTS (SELECT 1 FROM {staged} X WHERE {matches})"
             )
         on = " AND ".join(f"T.{k} = S.{k}" for k in target.keys)
