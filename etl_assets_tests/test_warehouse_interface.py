@@ -340,6 +340,14 @@ def test_read_returns_only_the_requested_days_with_their_types(place):
     assert wh.read(DAILY, [date(2024, 2, 1)]).count() == 0
     scanned = pa.Table.from_batches(list(wh.scan(DAILY, [D1], ["id", "day"])))
     assert scanned.to_pylist() == [{"id": 1, "day": D1}]
+    # The partition column alone, or first, or left out; each file's day is the Delta log's.
+    days = pa.Table.from_batches(
+        list(wh.scan(DAILY, [D1, D3], ["day"])), schema=pa.schema([DAILY.schema.field("day")])
+    )
+    assert sorted(days.column("day").to_pylist()) == [D1, D3]
+    scanned = pa.Table.from_batches(list(wh.scan(DAILY, [D2, D3], ["day", "id"])))
+    assert sorted(scanned.to_pylist(), key=lambda r: r["id"]) == [{"day": D2, "id": 2}, {"day": D3, "id": 3}]
+    assert sorted(b["id"] for batch in wh.scan(DAILY, None, ["id"]) for b in batch.to_pylist()) == [1, 2, 3]
 
 
 HOURS_TYPE = pa.timestamp("us", tz="UTC")

@@ -586,16 +586,8 @@ class DeltaWarehouse(Warehouse):
         """``read`` of the version ``delta`` holds."""
         columns = list(columns or table.column_names)
         schema = pa.schema([table.schema.field(c) for c in columns])
-        actions = pa.table(delta.get_add_actions(flatten=True))
+        actions, keep = self._chosen_files(delta, table, partitions, where_in)
         column = table.partition_column
-        if column and partitions is not None and actions.num_rows:
-            wanted = pa.array(partition_strings(partitions), pa.string())
-            partition = actions.column(f"partition.{column}").cast(pa.string())
-            actions = actions.filter(pc.is_in(partition, value_set=wanted))
-        keep = None
-        if where_in is not None:
-            keep = pa.table({where_in[0]: wanted_values(table, *where_in)})
-            actions = actions.filter(_may_hold(actions, keep))
         if actions.num_rows == 0:
             return from_tables(schema.empty_table())
         # One Ray task per group of files of about READ_ROWS rows, each read whole with pyarrow:
@@ -627,6 +619,28 @@ class DeltaWarehouse(Warehouse):
             batch_size=None,
         )
 
+    def _chosen_files(
+        self,
+        delta: DeltaTable,
+        table: TableContract,
+        partitions: Sequence[PartitionValue] | None,
+        where_in: tuple[str, Sequence[object]] | None,
+    ) -> tuple[pa.Table, pa.Table | None]:
+        """The add actions of the files that may hold rows of ``partitions`` and ``where_in`` (by
+        the Delta log's partition values and file bounds), and ``where_in``'s values as the table
+        the rows are then kept by (``None``: every row)."""
+        actions = pa.table(delta.get_add_actions(flatten=True))
+        column = table.partition_column
+        if column and partitions is not None and actions.num_rows:
+            wanted = pa.array(partition_strings(partitions), pa.string())
+            partition = actions.column(f"partition.{column}").cast(pa.string())
+            actions = actions.filter(pc.is_in(partition, value_set=wanted))
+        keep = None
+        if where_in is not None:
+            keep = pa.table({where_in[0]: wanted_values(table, *where_in)})
+            actions = actions.filter(_may_hold(actions, keep))
+        return actions, keep
+
     def scan(
         self,
         table: TableContract,
@@ -635,13 +649,23 @@ class DeltaWarehouse(Warehouse):
     ) -> Iterator[pa.RecordBatch]:
         if not self.exists(table):
             return iter(())
-        dataset = self._table(table).to_pyarrow_dataset()
-        flt = None
-        if partitions is not None and table.partition_column:
-            kind = table.schema.field(table.partition_column).type
-            wanted = pa.array(partition_strings(partitions), pa.string()).cast(kind)
-            flt = pads.field(table.partition_column).isin(wanted)
-        return dataset.to_batches(columns=list(columns) if columns else None, filter=flt)
+        # The files straight from the Delta log, each with its partition value as an expression
+        # Arrow fills the column from: deltalake's own pyarrow dataset costs 30-40 ms to build
+        # before it reads a row, most of a small window's read (a 30-day window of 30-60 small
+        # files read 2-3 times faster this way, measured in benchmarks/README.md).
+        column = table.partition_column
+        actions, _ = self._chosen_files(self._table(table), table, partitions, None)
+        fs, root = storage.filesystem(self.location(table))
+        paths = [f"{root}/{path}" for path in actions.column("path").to_pylist()]
+        expressions = None
+        if column:
+            kind = table.schema.field(column).type
+            values = actions.column(f"partition.{column}").cast(pa.string()).cast(kind).to_pylist()
+            expressions = [pads.field(column) == pa.scalar(value, kind) for value in values]
+        dataset = pads.FileSystemDataset.from_paths(
+            paths, schema=table.schema, format=pads.ParquetFileFormat(), filesystem=fs, partitions=expressions
+        )
+        return dataset.to_batches(columns=list(columns or table.column_names))
 
 
 class _Stream:
