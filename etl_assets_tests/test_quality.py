@@ -312,6 +312,55 @@ def test_checks_read_each_partitions_duplicates_from_its_latest_materialization(
     assert latest_counts(events, ["b1"], EVENT_DUPLICATES) == {"b1": 11}
 
 
+def test_latest_materializations_reads_each_record_once_and_follows_new_loads():
+    """A run's checks ask for the same partitions' records again and again: each is read from the
+    instance once, a partition loaded since is read anew, and another instance's records (with the
+    same storage ids) never answer."""
+    from etl_assets.checks.partitioned import latest_materializations
+
+    def with_loads(instance: dg.DagsterInstance, duplicates: int) -> None:
+        for d in ("2024-01-01", "2024-01-02"):
+            instance.report_runless_asset_event(
+                dg.AssetMaterialization("orders", partition=d, metadata={"duplicates_collapsed": duplicates})
+            )
+
+    first, second = dg.DagsterInstance.ephemeral(), dg.DagsterInstance.ephemeral()
+    with_loads(first, 1)
+    with_loads(second, 2)
+    fetched: list[int] = []
+    for instance in (first, second):
+        fetch = instance.fetch_materializations
+
+        def counted(records_filter, limit, fetch=fetch, **kwargs):
+            fetched.append(len(records_filter.storage_ids))
+            return fetch(records_filter, limit, **kwargs)
+
+        instance.fetch_materializations = counted
+    days = ["2024-01-01", "2024-01-02", "2024-01-03"]
+
+    def duplicates(instance: dg.DagsterInstance) -> dict[str, int]:
+        latest = latest_materializations(instance, dg.AssetKey("orders"), days)
+        return {
+            d: record.asset_materialization.metadata["duplicates_collapsed"].value
+            for d, record in latest.items()
+        }
+
+    assert duplicates(first) == {"2024-01-01": 1, "2024-01-02": 1}
+    assert duplicates(first) == {"2024-01-01": 1, "2024-01-02": 1}
+    assert fetched == [2]
+    assert duplicates(second) == {"2024-01-01": 2, "2024-01-02": 2}
+    assert fetched == [2, 2]
+    first.report_runless_asset_event(
+        dg.AssetMaterialization("orders", partition="2024-01-02", metadata={"duplicates_collapsed": 5})
+    )
+    assert duplicates(first) == {"2024-01-01": 1, "2024-01-02": 5}
+    assert fetched == [2, 2, 1]
+    # Another asset whose partition shares a storage id with nothing read: read, not answered.
+    first.report_runless_asset_event(dg.AssetMaterialization("events", partition="2024-01-01"))
+    assert list(latest_materializations(first, dg.AssetKey("events"), days)) == ["2024-01-01"]
+    assert fetched == [2, 2, 1, 1]
+
+
 def test_key_check_finds_keys_repeated_after_the_load_within_their_day(sample_dir, tmp_path, checks_path):
     warehouse = tmp_path / "w"
     assert run_window(sample_dir, warehouse, day(0), day(1), assets=[definitions.orders_and_rejects]).success

@@ -5,6 +5,8 @@
 and then the check's output, which is what ``AssetCheckResult`` does for a single partition.
 """
 
+import weakref
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -26,21 +28,46 @@ class Outcome:
 Latest = Mapping[str, dg.EventLogRecord]
 
 
+# Materialization records this process has read, per event log, by storage id. A stored event never
+# changes, and a run's checks ask for the same partitions' latest records over and over (each check
+# of a table, and each step); reading one means deserializing its whole event (its column schema,
+# lineage and counts), which was most of the growth of a 30-day backfill's checks.
+_READ: weakref.WeakKeyDictionary[object, OrderedDict[int, dg.EventLogRecord]] = weakref.WeakKeyDictionary()
+# Enough for every partitioned asset of a year's backfill; the oldest read go first beyond it.
+READ_RECORDS_MOST = 2_000
+
+
 def latest_materializations(
     instance: dg.DagsterInstance, asset_key: dg.AssetKey, partitions: list[str]
 ) -> dict[str, dg.EventLogRecord]:
-    """The latest materialization of each partition, in two queries whatever the number of
-    partitions (a 30-day backfill's checks would otherwise query the instance 30 times each)."""
-    latest = instance.event_log_storage.get_latest_storage_id_by_partition(
+    """The latest materialization of each partition: one query for their storage ids, and one for
+    the records this process has not read yet (none when an earlier check read them), whatever the
+    number of partitions."""
+    storage = instance.event_log_storage
+    latest = storage.get_latest_storage_id_by_partition(
         asset_key, dg.DagsterEventType.ASSET_MATERIALIZATION, set(partitions)
     )
     if not latest:
         return {}
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=asset_key, storage_ids=list(latest.values())), limit=len(latest)
-    ).records
-    by_id = {record.storage_id: record for record in records}
-    return {partition: by_id[storage_id] for partition, storage_id in latest.items() if storage_id in by_id}
+    read = _READ.setdefault(storage, OrderedDict())
+    by_id = {storage_id: read[storage_id] for storage_id in latest.values() if storage_id in read}
+    missing = [storage_id for storage_id in latest.values() if storage_id not in by_id]
+    if missing:
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=asset_key, storage_ids=missing), limit=len(missing)
+        ).records
+        for record in records:
+            by_id[record.storage_id] = read[record.storage_id] = record
+        while len(read) > READ_RECORDS_MOST:
+            read.popitem(last=False)
+    found = {}
+    for partition, storage_id in latest.items():
+        record = by_id.get(storage_id)
+        # A storage id is its event's for good; the asset and partition are compared all the same,
+        # so that a record never answers for another partition.
+        if record is not None and record.asset_key == asset_key and record.partition_key == partition:
+            found[partition] = record
+    return found
 
 
 def per_partition(
