@@ -196,13 +196,33 @@ def broadcast_join(
     Plain tasks rather than an actor pool: Ray Data fuses them with the read before and the write
     after, so a block goes from its files to the table's files in one task, on every core.
     """
-    refs = small.to_arrow_refs()
+    return join_stored(large, small.to_arrow_refs(), small_schema, prepare, join)
+
+
+def join_stored(
+    large: ray.data.Dataset,
+    block_refs: list[ray.ObjectRef],
+    small_schema: pa.Schema,
+    prepare: Callable[[pa.Table], object],
+    join: Callable[[pa.Table, object], pa.Table],
+) -> ray.data.Dataset:
+    """``broadcast_join`` with a small side already in the object store (``stored``)."""
     return large.map_batches(
         _join_block,
-        fn_kwargs={"block_refs": refs, "prepare": prepare, "join": join, "schema": small_schema},
+        fn_kwargs={"block_refs": block_refs, "prepare": prepare, "join": join, "schema": small_schema},
         batch_format="pyarrow",
         batch_size=None,
     )
+
+
+def stored(ds: ray.data.Dataset) -> tuple[list[ray.ObjectRef], int]:
+    """Run ``ds`` and leave its blocks in the object store: their references, and how many rows
+    they hold (from their metadata: the driver holds no row)."""
+    refs, rows = [], 0
+    for bundle in ds.iter_internal_ref_bundles():
+        refs += bundle.block_refs
+        rows += bundle.num_rows() or 0
+    return refs, rows
 
 
 @dataclass

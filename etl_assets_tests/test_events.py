@@ -122,9 +122,16 @@ def test_sensor_registers_each_new_batch_once_and_requests_its_run(landing_copy)
     assert [r.partition_key for r in third.run_requests] == [new.name]
 
 
+@pytest.mark.parametrize("loaded_ids", ["among_the_loads", "all"])
 def test_batches_in_any_order_give_the_same_hourly_metrics_equal_to_the_full_aggregate(
-    landing_copy, tmp_path
+    landing_copy, tmp_path, monkeypatch, loaded_ids
 ):
+    """``among_the_loads``: only the loaded ids a load repeats reach its de-duplication (its ids
+    broadcast to the reads); ``all``: every loaded id does, as for a load of too many ids."""
+    from etl_assets.assets import events
+
+    if loaded_ids == "all":
+        monkeypatch.setattr(events, "BROADCAST_IDS_MOST", 0)
     batches = batches_of(landing_copy)[:4]  # consecutive batches: later ones re-deliver earlier events
     in_order, reversed_order = tmp_path / "w1", tmp_path / "w2"
     load(landing_copy, in_order, batches, dg.DagsterInstance.ephemeral())

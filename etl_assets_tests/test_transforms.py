@@ -320,3 +320,18 @@ def test_scd2_reloading_days_changes_nothing(rewrite):
     days = [[(1, ts(1), "a")], [(1, ts(2), "b"), (2, ts(2), "z")], [(1, ts(3), "c")]]
     once = load_days([0, 1, 2], days, rewrite)
     assert load_days([0, 1, 2, 1, 0, 2], days, rewrite).equals(once)
+
+
+def test_a_load_looks_for_its_own_ids_among_the_loaded_ones():
+    """The ids a load compares with the table: every distinct id of its lines, valid or not (a
+    superset of the valid lines' ids), and of the loaded ids only those among them."""
+    from etl_assets.transforms.events import as_value_set, distinct_event_ids, ids_among
+
+    lines = pa.table({"event_id": ["a", "b", None, "a", "c"], "user_id": [1, None, 2, 1, 3]})
+    ids = distinct_event_ids(lines)
+    assert sorted(ids.column("event_id").to_pylist()) == ["a", "b", "c"]
+    wanted = as_value_set(pa.concat_tables([ids, pa.table({"event_id": ["c", "d"]})]))
+    assert sorted(wanted.to_pylist()) == ["a", "b", "c", "d"]
+    loaded = pa.table({"event_id": ["z", "c", "a", "y", "a"]})
+    assert ids_among(loaded, wanted).column("event_id").to_pylist() == ["c", "a", "a"]
+    assert ids_among(loaded, as_value_set(distinct_event_ids(lines.slice(0, 0)))).num_rows == 0

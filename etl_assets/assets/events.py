@@ -4,7 +4,9 @@ from collections.abc import Iterator
 from functools import partial
 
 import dagster as dg
+import pyarrow as pa
 import pyarrow.compute as pc
+import ray.data
 
 from etl_assets.assets.common import RAY_KINDS, RAY_POOL, RAY_RETRY, source_failures
 from etl_assets.assets.metadata import (
@@ -17,20 +19,24 @@ from etl_assets.assets.metadata import (
 from etl_assets.assets.sources import events_landing
 from etl_assets.contracts import EVENTS, EVENTS_REJECTS, HOURLY_USER_METRICS
 from etl_assets.partitions import EVENT_BATCHES, SINGLE_RUN
-from etl_assets.ray_steps import co_locate, map_blocks, timed
+from etl_assets.ray_steps import BUCKET_ROWS, co_locate, join_stored, map_blocks, stored, timed
 from etl_assets.resources import RayResource, SourcesResource, WarehouseResource
-from etl_assets.sources.landing import batch_files, read_event_files
+from etl_assets.sources.landing import LandingFile, batch_files, read_event_files
 from etl_assets.transforms.events import (
     ALREADY_LOADED,
     DUPLICATE_IN_LOAD,
     DUPLICATES_DROPPED,
     LINE_SCHEMA,
+    as_value_set,
     combine_hourly_metrics,
+    distinct_event_ids,
     drop_duplicate_events,
+    ids_among,
     mark_loaded_ids,
     partial_hourly_metrics,
     split_events,
 )
+from etl_assets.warehouse.base import Warehouse
 
 BATCH_ASSET = {
     "partitions_def": EVENT_BATCHES,
@@ -87,17 +93,16 @@ def events_and_rejects(
     warehouse: WarehouseResource,
 ) -> Iterator[dg.MaterializeResult]:
     """Parse every file of the run's batches (one Ray task per file), drop events already loaded
-    from other batches, and replace the batches' partitions of `events` and `events_rejects`."""
+    from other batches (only the loaded ids among the run's own are read on to that comparison),
+    and replace the batches' partitions of `events` and `events_rejects`."""
     batch_ids = context.partition_keys
     backend = warehouse.backend()
     with source_failures(), timed() as timer:
-        lines = read_event_files(batch_files(sources.events_landing_dir, batch_ids))
+        files = batch_files(sources.events_landing_dir, batch_ids)
+        lines = read_event_files(files)
         others = [b for b in backend.partitions(EVENTS) if b not in set(batch_ids)]
         if others:
-            loaded = backend.read(EVENTS, others, ["event_id"]).map_batches(
-                mark_loaded_ids, batch_format="pyarrow", batch_size=None
-            )
-            lines = lines.union(loaded)
+            lines = lines.union(map_blocks(loaded_ids_to_compare(backend, others, files), mark_loaded_ids))
         marked = co_locate(lines, "event_id", drop_duplicate_events)
         written = backend.replace_partitions(
             marked, [EVENTS, EVENTS_REJECTS], batch_ids, route=partial(split_events, run_id=context.run_id)
@@ -123,6 +128,28 @@ def events_and_rejects(
     lines_in = sum(m["lines_in"] for m in per_batch.values())
     tables = [(EVENTS, EVENTS_LINEAGE), (EVENTS_REJECTS, REJECTS_LINEAGE)]
     yield from materialize_results(context, written, timer, tables, lines_in, per_batch)
+
+
+# The most distinct ids a load broadcasts to the reads of the loaded ids (about 40 MiB of them,
+# prepared once in each worker); beyond it, every loaded id meets the load's in the exchange.
+BROADCAST_IDS_MOST = BUCKET_ROWS
+
+
+def loaded_ids_to_compare(
+    backend: Warehouse, others: list[str], files: list[LandingFile]
+) -> ray.data.Dataset:
+    """The ids of the ``others`` batches' events that the load's lines may repeat.
+
+    Only those can mark a line as already loaded; sending every loaded id through the exchange
+    made a batch's load grow with the whole table (3.5 s at 56 days of two 50,000-event batches,
+    benchmarks/README.md). The load's files are parsed once first for their distinct ids, which stay
+    in the object store, and each read task keeps the loaded ids among them. A load of more than
+    ``BROADCAST_IDS_MOST`` distinct ids compares every loaded id in the exchange instead."""
+    loaded = backend.read(EVENTS, others, ["event_id"])
+    refs, ids = stored(map_blocks(read_event_files(files), distinct_event_ids))
+    if ids > BROADCAST_IDS_MOST:
+        return loaded
+    return join_stored(loaded, refs, pa.schema([("event_id", pa.string())]), as_value_set, ids_among)
 
 
 @dg.asset(

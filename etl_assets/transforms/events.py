@@ -134,6 +134,23 @@ def mark_new_lines(parsed: pa.Table) -> pa.Table:
     return parsed.append_column(ORIGIN, repeated("new", parsed.num_rows, pa.string())).cast(PARSED_SCHEMA)
 
 
+def distinct_event_ids(lines: pa.Table) -> pa.Table:
+    """The distinct ``event_id`` values of parsed lines, valid or not: what a load looks for among
+    the events already loaded (a superset of the valid lines' ids is enough to find every one)."""
+    return pa.table({"event_id": pc.unique(lines.column("event_id").drop_null().cast(pa.string()))})
+
+
+def as_value_set(ids: pa.Table) -> pa.Array:
+    """``distinct_event_ids`` of every block of a load, as one set to look ids up in."""
+    return pc.unique(ids.column("event_id"))
+
+
+def ids_among(event_ids: pa.Table, wanted: pa.Array) -> pa.Table:
+    """The rows of loaded ``event_ids`` that are among ``wanted``: the only loaded ids a load's
+    de-duplication can use, so the others need not travel to it."""
+    return event_ids.filter(pc.is_in(event_ids.column("event_id").cast(pa.string()), value_set=wanted))
+
+
 def mark_loaded_ids(event_ids: pa.Table) -> pa.Table:
     """Event ids already in the table (from other batches), shaped like parsed lines for a union."""
     n = event_ids.num_rows
