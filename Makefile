@@ -96,6 +96,7 @@ bench-all: bench
 	$(BIN)/python -m benchmarks.dimension_load
 	$(BIN)/python -m benchmarks.first_merge
 	$(BIN)/python -m benchmarks.event_hours
+	$(BIN)/python -m benchmarks.event_dedup
 	$(BIN)/python -m benchmarks.floors $(if $(ETL_BENCH_POSTGRES_URL),--postgres-url "$(ETL_BENCH_POSTGRES_URL)")
 	$(BIN)/python -m benchmarks.plot
 
