@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import ray.data
-from deltalake import DeltaTable, QueryBuilder
+from deltalake import DeltaTable, QueryBuilder, write_deltalake
 from deltalake.transaction import AddAction
 
 from etl_assets.contracts import Column, TableContract
@@ -857,3 +857,41 @@ def test_checks_read_a_window_block_by_block_and_meet_each_key_in_one_task(place
     monkeypatch.setattr(window_reads, "buckets_for", lambda count: max(count, 1))
     assert repeats([D1, D2]) == {D2.isoformat(): (1, ['{"id": 7, "count_all": 2}'])}
     assert repeats(None) == {None: (2, ['{"id": 5, "count_all": 2}', '{"id": 7, "count_all": 3}'])}
+
+
+BATCHED = TableContract(
+    name="batched",
+    columns=(
+        Column("id", pa.int64(), "key", nullable=False),
+        Column("batch_id", pa.string(), "partition", nullable=False),
+    ),
+    keys=("id",),
+    partition_column="batch_id",
+)
+
+
+def test_delta_reads_partitions_whose_folders_need_escapes_and_name_a_table_they_cannot_read(
+    delta_place,
+):
+    """A batch id with a space, a colon and a percent sign: its folder is escaped on disk and
+    escaped again in the Delta log; scans and Ray reads both find its file. A table with no file
+    scans as no rows, and a file that breaks the contract fails naming the table."""
+    wh = delta_place.backend
+    odd = "2024-01-01 10:00%x"
+    table = pa.table({"id": pa.array([1, 2], pa.int64()), "batch_id": [odd, "plain"]}, schema=BATCHED.schema)
+    wh.replace_partitions(ray.data.from_arrow(table), [BATCHED], [odd, "plain"])
+    assert pa.Table.from_batches(list(wh.scan(BATCHED, [odd]))).to_pylist() == [{"id": 1, "batch_id": odd}]
+    read = wh.read(BATCHED, [odd]).take_all()
+    assert read == [{"id": 1, "batch_id": odd}]
+    wh.replace_partitions(ray.data.from_arrow(table.slice(0, 0)), [BATCHED], [odd, "plain"])
+    assert list(wh.scan(BATCHED)) == []
+    # A file that holds text where the contract says a number.
+    write_deltalake(
+        wh.location(BATCHED),
+        pa.table({"id": ["one"], "batch_id": ["b"]}),
+        mode="overwrite",
+        partition_by=["batch_id"],
+        schema_mode="overwrite",
+    )
+    with pytest.raises(SchemaMismatch, match=r"table batched at .*batched cannot be read"):
+        list(wh.scan(BATCHED))

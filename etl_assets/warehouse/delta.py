@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
+from urllib.parse import unquote
 
 import numpy as np
 import pyarrow as pa
@@ -197,7 +198,9 @@ def rewrite_without(
     file they replace."""
     rows = []
     for item in items.to_pylist():
-        listed = pa.table({"path": [f"{uri}/{item['path']}"], "partition_value": [item["partition_value"]]})
+        listed = pa.table(
+            {"path": [f"{uri}/{unquote(item['path'])}"], "partition_value": [item["partition_value"]]}
+        )
         table = _read_files(listed, target.schema, target.partition_column)
         hit = pc.is_in(table.column(column), value_set=values)
         removed = int(pc.sum(hit).as_py() or 0)
@@ -593,7 +596,7 @@ class DeltaWarehouse(Warehouse):
         # One Ray task per group of files of about READ_ROWS rows, each read whole with pyarrow:
         # several times faster than Ray's Parquet datasource on a few large files, and the
         # partition value comes from the Delta log instead of being parsed from paths.
-        paths = [f"{self.location(table)}/{p}" for p in actions.column("path").to_pylist()]
+        paths = [f"{self.location(table)}/{unquote(p)}" for p in actions.column("path").to_pylist()]
         values = (
             actions.column(f"partition.{column}").cast(pa.string()).to_pylist()
             if column
@@ -655,8 +658,11 @@ class DeltaWarehouse(Warehouse):
         # files read 2-3 times faster this way, measured in benchmarks/README.md).
         column = table.partition_column
         actions, _ = self._chosen_files(self._table(table), table, partitions, None)
+        if actions.num_rows == 0:
+            return iter(())
         fs, root = storage.filesystem(self.location(table))
-        paths = [f"{root}/{path}" for path in actions.column("path").to_pylist()]
+        # The log holds each path URI-encoded (a hive folder `day=a%20b` is `day=a%2520b` there).
+        paths = [f"{root}/{unquote(path)}" for path in actions.column("path").to_pylist()]
         expressions = None
         if column:
             kind = table.schema.field(column).type
@@ -665,7 +671,9 @@ class DeltaWarehouse(Warehouse):
         dataset = pads.FileSystemDataset.from_paths(
             paths, schema=table.schema, format=pads.ParquetFileFormat(), filesystem=fs, partitions=expressions
         )
-        return dataset.to_batches(columns=list(columns or table.column_names))
+        return _naming(
+            table, self.location(table), dataset.to_batches(columns=list(columns or table.column_names))
+        )
 
 
 class _Stream:
@@ -749,6 +757,19 @@ def _may_hold(actions: pa.Table, keep: pa.Table) -> pa.Array:
     first_at_or_above = np.searchsorted(values, low, side="left")
     inside = values[np.minimum(first_at_or_above, len(values) - 1)] <= high
     return pa.array(~known | ((first_at_or_above < len(values)) & inside))
+
+
+def _naming(
+    table: TableContract, location: str, batches: Iterator[pa.RecordBatch]
+) -> Iterator[pa.RecordBatch]:
+    """``batches``, where a file that is missing or does not fit the table's contract fails with an
+    error naming the table and where it is (Arrow's own names neither)."""
+    try:
+        yield from batches
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OSError) as exc:
+        raise SchemaMismatch(
+            f"table {table.name} at {location} cannot be read as its contract says: {exc}"
+        ) from exc
 
 
 def _read_files(
