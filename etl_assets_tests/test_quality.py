@@ -316,6 +316,7 @@ def test_latest_materializations_reads_each_record_once_and_follows_new_loads():
     """A run's checks ask for the same partitions' records again and again: each is read from the
     instance once, a partition loaded since is read anew, and another instance's records (with the
     same storage ids) never answer."""
+    from etl_assets.checks import partitioned
     from etl_assets.checks.partitioned import latest_materializations
 
     def with_loads(instance: dg.DagsterInstance, duplicates: int) -> None:
@@ -355,9 +356,17 @@ def test_latest_materializations_reads_each_record_once_and_follows_new_loads():
     )
     assert duplicates(first) == {"2024-01-01": 1, "2024-01-02": 5}
     assert fetched == [2, 2, 1]
-    # Another asset whose partition shares a storage id with nothing read: read, not answered.
+    # A record kept under the storage id of another asset's event (as when SQLite gives a deleted
+    # event's id again) does not answer for it: the event is read.
     first.report_runless_asset_event(dg.AssetMaterialization("events", partition="2024-01-01"))
-    assert list(latest_materializations(first, dg.AssetKey("events"), days)) == ["2024-01-01"]
+    events_id = first.event_log_storage.get_latest_storage_id_by_partition(
+        dg.AssetKey("events"), dg.DagsterEventType.ASSET_MATERIALIZATION, {"2024-01-01"}
+    )["2024-01-01"]
+    orders_record = latest_materializations(first, dg.AssetKey("orders"), days)["2024-01-01"]
+    partitioned._READ[first.event_log_storage][events_id] = orders_record
+    events = latest_materializations(first, dg.AssetKey("events"), days)
+    assert events["2024-01-01"].asset_key == dg.AssetKey("events")
+    assert events["2024-01-01"].storage_id == events_id
     assert fetched == [2, 2, 1, 1]
 
 

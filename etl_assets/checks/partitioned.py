@@ -28,13 +28,19 @@ class Outcome:
 Latest = Mapping[str, dg.EventLogRecord]
 
 
-# Materialization records this process has read, per event log, by storage id. A stored event never
-# changes, and a run's checks ask for the same partitions' latest records over and over (each check
-# of a table, and each step); reading one means deserializing its whole event (its column schema,
-# lineage and counts), which was most of the growth of a 30-day backfill's checks.
+# Materialization records this process has read, per event log, by storage id. A run's checks ask
+# for the same partitions' latest records over and over (each check of a table, and each step), and
+# reading one means deserializing its whole event (its column schema, lineage and counts): most of
+# the growth of a 30-day backfill's checks. A stored event does not change; a record is answered
+# only for its own asset and partition, so an id that SQLite gives again after events were deleted
+# (it may reuse the highest ids) is read anew unless it is the same asset partition's.
 _READ: weakref.WeakKeyDictionary[object, OrderedDict[int, dg.EventLogRecord]] = weakref.WeakKeyDictionary()
 # Enough for every partitioned asset of a year's backfill; the oldest read go first beyond it.
 READ_RECORDS_MOST = 2_000
+
+
+def _of(record: dg.EventLogRecord | None, asset_key: dg.AssetKey, partition: str) -> bool:
+    return record is not None and record.asset_key == asset_key and record.partition_key == partition
 
 
 def latest_materializations(
@@ -50,23 +56,18 @@ def latest_materializations(
     if not latest:
         return {}
     read = _READ.setdefault(storage, OrderedDict())
-    by_id = {storage_id: read[storage_id] for storage_id in latest.values() if storage_id in read}
-    missing = [storage_id for storage_id in latest.values() if storage_id not in by_id]
+    found = {p: read[i] for p, i in latest.items() if _of(read.get(i), asset_key, p)}
+    missing = [i for p, i in latest.items() if p not in found]
     if missing:
         records = instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=asset_key, storage_ids=missing), limit=len(missing)
         ).records
-        for record in records:
-            by_id[record.storage_id] = read[record.storage_id] = record
+        by_id = {record.storage_id: record for record in records}
+        for partition, storage_id in latest.items():
+            if partition not in found and _of(by_id.get(storage_id), asset_key, partition):
+                found[partition] = read[storage_id] = by_id[storage_id]
         while len(read) > READ_RECORDS_MOST:
             read.popitem(last=False)
-    found = {}
-    for partition, storage_id in latest.items():
-        record = by_id.get(storage_id)
-        # A storage id is its event's for good; the asset and partition are compared all the same,
-        # so that a record never answers for another partition.
-        if record is not None and record.asset_key == asset_key and record.partition_key == partition:
-            found[partition] = record
     return found
 
 
