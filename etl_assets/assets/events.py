@@ -130,8 +130,8 @@ def events_and_rejects(
     yield from materialize_results(context, written, timer, tables, lines_in, per_batch)
 
 
-# The most distinct ids a load broadcasts to the reads of the loaded ids (about 40 MiB of them,
-# prepared once in each worker); beyond it, every loaded id meets the load's in the exchange.
+# The most ids a load broadcasts to the reads of the loaded ids (about 40 MiB of them, prepared once
+# in each worker); beyond it, every loaded id meets the load's lines in the exchange.
 BROADCAST_IDS_MOST = BUCKET_ROWS
 
 
@@ -144,7 +144,8 @@ def loaded_ids_to_compare(
     made a batch's load grow with the whole table (3.5 s at 56 days of two 50,000-event batches,
     benchmarks/README.md). The load's files are parsed once first for their distinct ids, which stay
     in the object store, and each read task keeps the loaded ids among them. A load of more than
-    ``BROADCAST_IDS_MOST`` distinct ids compares every loaded id in the exchange instead."""
+    ``BROADCAST_IDS_MOST`` ids (distinct within each file, summed over its files) compares every
+    loaded id in the exchange instead, its first parse spent for that count."""
     loaded = backend.read(EVENTS, others, ["event_id"])
     refs, ids = stored(map_blocks(read_event_files(files), distinct_event_ids))
     if ids > BROADCAST_IDS_MOST:
