@@ -141,11 +141,12 @@ def loaded_ids_to_compare(
     """The ids of the ``others`` batches' events that the load's lines may repeat.
 
     Only those can mark a line as already loaded; sending every loaded id through the exchange
-    made a batch's load grow with the whole table (3.5 s at 56 days of two 50,000-event batches,
-    benchmarks/README.md). The load's files are parsed once first for their distinct ids, which stay
-    in the object store, and each read task keeps the loaded ids among them. A load of more than
-    ``BROADCAST_IDS_MOST`` ids (distinct within each file, summed over its files) compares every
-    loaded id in the exchange instead, its first parse spent for that count."""
+    made a batch's load grow with the whole table (4.9 s at 56 days of two 50,000-event batches,
+    against 1.8 s now: benchmarks/results/event_dedup.json). The load's files are parsed once
+    first for their distinct ids, which stay in the object store, and each read task keeps the
+    loaded ids among them. A load of more than ``BROADCAST_IDS_MOST`` ids (distinct within each
+    file, summed over its files) compares every loaded id in the exchange instead, its first parse
+    spent for that count."""
     loaded = backend.read(EVENTS, others, ["event_id"])
     refs, ids = stored(map_blocks(read_event_files(files), distinct_event_ids))
     if ids > BROADCAST_IDS_MOST:
