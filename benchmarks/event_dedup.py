@@ -34,13 +34,13 @@ import pyarrow.compute as pc
 from deltalake import DeltaTable, write_deltalake
 
 from benchmarks.daily_chain import step_seconds
+from benchmarks.event_hours import resources
 from benchmarks.machine import machine
 from benchmarks.private_ray import private_ray
 from benchmarks.samples import HERE
 from etl_assets import definitions
 from etl_assets.assets import events as events_module
 from etl_assets.contracts import EVENTS
-from etl_assets.resources import RayResource, SourcesResource, WarehouseResource
 from etl_assets.sample_data import generate_events_batch
 
 NEW_BATCH = "new-batch"
@@ -121,11 +121,7 @@ def run(root: Path, warehouse: Path, way: str) -> tuple[float, int]:
                 [definitions.events_and_rejects],
                 partition_key=NEW_BATCH,
                 instance=instance,
-                resources={
-                    "ray_cluster": RayResource(),
-                    "sources": SourcesResource(crm_url="sqlite:///unused.db", data_dir=str(root)),
-                    "warehouse": WarehouseResource(root=str(warehouse)),
-                },
+                resources=resources(root, warehouse),
             )
     finally:
         events_module.loaded_ids_to_compare = NOW
