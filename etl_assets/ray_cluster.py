@@ -115,7 +115,10 @@ def up(num_cpus: int | None, object_store_mb: int, spill_workers: int | None = N
     # Ray's socket paths must stay short: its temp dir lives directly under the system temp dir.
     temp_dir = tempfile.mkdtemp(prefix="etl_ray_head_", dir="/tmp")
     command = [
-        str(Path(sys.executable).parent / "ray"),
+        # Ray's own `ray start`, in a process that runs the dashboard agent's stand-in.
+        sys.executable,
+        "-c",
+        "from etl_assets.dashboard_agent_standin import ray_cli; ray_cli()",
         "start",
         "--head",
         "--block",

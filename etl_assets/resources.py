@@ -16,6 +16,7 @@ from ray.data import DataContext, ExecutionResources
 from ray.data._internal.execution.resource_manager import ResourceManager
 
 from etl_assets import storage
+from etl_assets.dashboard_agent_standin import standin_for_dashboard_agent
 from etl_assets.fixed_size_ray import declares_fixed_size, treat_as_fixed_size
 from etl_assets.ray_cluster import spill_settings
 from etl_assets.ray_steps import cluster_cpus
@@ -62,19 +63,21 @@ def start_local_ray(
 ) -> None:
     """Start a private local Ray (``address="local"``: never a stray cluster found by
     auto-discovery) in ``temp_dir``, without the dashboard and without the helpers a run has no
-    use for (``_stop_idle_helpers``), marked as of fixed size so that Ray Data starts no helper
-    actors on it (``fixed_size_ray``). ``RayResource`` starts its private Ray with it, the tests
-    theirs and the benchmarks theirs."""
-    ray.init(
-        address="local",
-        num_cpus=num_cpus,
-        object_store_memory=object_store_mb * 1024 * 1024,
-        _temp_dir=temp_dir,
-        include_dashboard=False,
-        log_to_driver=False,
-        configure_logging=configure_logging,
-        _system_config=spill_settings(spill_workers),
-    )
+    use for (``_stop_idle_helpers``; the minimal dashboard agent's stand-in,
+    ``dashboard_agent_standin``), marked as of fixed size so that Ray Data starts no helper actors
+    on it (``fixed_size_ray``). ``RayResource`` starts its private Ray with it, the tests theirs
+    and the benchmarks theirs."""
+    with standin_for_dashboard_agent():
+        ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            object_store_memory=object_store_mb * 1024 * 1024,
+            _temp_dir=temp_dir,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=configure_logging,
+            _system_config=spill_settings(spill_workers),
+        )
     _stop_idle_helpers()
     treat_as_fixed_size()
 

@@ -20,7 +20,7 @@ import ray
 import ray.data
 from ray._private import ray_constants
 
-from etl_assets import fixed_size_ray
+from etl_assets import dashboard_agent_standin, fixed_size_ray
 from etl_assets.resources import RayResource
 
 OBJECTS = 60
@@ -35,13 +35,22 @@ IO_WORKERS = (
 # Ray's Python helpers: the log monitor, an autoscaler monitor (either autoscaler version's
 # monitor.py) and the API server.
 HELPER_SCRIPTS = ("log_monitor.py", "monitor.py", "dashboard.py")
+STANDIN = Path(dashboard_agent_standin.__file__).name
+
+
+def agent_of(command: list[str]) -> str | None:
+    """What a process is of the raylet's agents: its Ray title (Ray's agents name themselves
+    ``ray::DashboardAgent`` and ``ray::RuntimeEnvAgent``) or the stand-in's file name."""
+    if command and command[0].startswith("ray::") and command[0].endswith("Agent"):
+        return command[0]
+    return STANDIN if any(Path(arg).name == STANDIN for arg in command) else None
 
 
 def ray_processes() -> dict:
     """Ray's spill and restore processes under this one, counted by kind (their titles say which),
     the helper scripts running under it, and its programs (the GCS and the raylet)."""
     io_workers = dict.fromkeys(IO_WORKERS, 0)
-    helpers, programs = [], set()
+    helpers, programs, agents = [], set(), {}
     for proc in psutil.Process().children(recursive=True):
         try:
             command = proc.cmdline()
@@ -52,7 +61,24 @@ def ray_processes() -> dict:
                 io_workers[kind] += kind in command[0]
         helpers += [Path(arg).name for arg in command if Path(arg).name in HELPER_SCRIPTS]
         programs |= {Path(command[0]).name} if command else set()
-    return {"io_workers": io_workers, "helpers": sorted(helpers), "programs": sorted(programs)}
+        if agent_of(command):
+            agents[agent_of(command)] = proc.pid
+    return {
+        "io_workers": io_workers,
+        "helpers": sorted(helpers),
+        "programs": sorted(programs),
+        "agents": agents,
+        "agent_ports": agent_ports(),
+    }
+
+
+def agent_ports() -> dict[str, str]:
+    """What the raylet read as the ports of the dashboard agent's services (-1: not served)."""
+    node = ray._private.worker._global_node
+    folder = Path(node.get_session_dir_path())
+    return {
+        name: (folder / f"{name}_{node.node_id}").read_text() for name in dashboard_agent_standin.PORT_NAMES
+    }
 
 
 def data_actors() -> list[str]:
@@ -83,7 +109,20 @@ def main() -> None:
             object_store_memory_mb=STORE_MB, num_cpus=1, spill_workers=workers, temp_dir=sys.argv[1]
         )
         result = dg.materialize([spilled], resources={"ray_cluster": resource})
-        print(json.dumps({"spill_workers": workers, **result.output_for_node("spilled")}))
+        during = result.output_for_node("spilled")
+        # The run has shut its Ray down: the agents go with the raylet.
+        agents_left = [name for name, pid in during["agents"].items() if _alive_after(pid, seconds=10)]
+        print(json.dumps({"spill_workers": workers, **during, "agents_left": agents_left}))
+
+
+def _alive_after(pid: int, seconds: float) -> bool:
+    try:
+        psutil.Process(pid).wait(timeout=seconds)
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.TimeoutExpired:
+        return True
+    return False
 
 
 if __name__ == "__main__":

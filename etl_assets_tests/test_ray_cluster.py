@@ -1,6 +1,7 @@
 """The persistent local Ray of `make ray-up` / `make ray-down`: a run reaches it, and stopping it
 stops exactly what it started."""
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -8,6 +9,7 @@ import sys
 import psutil
 
 from etl_assets import ray_cluster
+from etl_assets_tests.private_ray_probe import agent_of
 
 
 def test_a_run_connects_to_the_persistent_ray_and_down_stops_it(tmp_path, monkeypatch, capsys):
@@ -56,6 +58,14 @@ def test_a_run_connects_to_the_persistent_ray_and_down_stops_it(tmp_path, monkey
         assert "data actors: []" in done.stdout, done.stdout[-2000:]
         shipped = "data actors as shipped: ['AutoscalingCoordinator', 'datasets_stats_actor']"
         assert shipped in done.stdout, done.stdout[-2000:]
+        # The head's raylet runs the dashboard agent's stand-in (``dashboard_agent_standin``) beside
+        # Ray's runtime-env agent, which shows that Ray's agents would be seen here.
+        agents = {}
+        for process in psutil.Process(pid).children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                agents[agent_of(process.cmdline())] = process
+        assert {"dashboard_agent_standin.py", "ray::RuntimeEnvAgent"} <= set(agents), agents
+        assert "ray::DashboardAgent" not in agents, agents
         assert ray_cluster.up(num_cpus=1, object_store_mb=128) == env  # already up: the same cluster
         assert capsys.readouterr().err == ""
         # A head an earlier version started, without the resource: `up` says how to restart it.
@@ -65,6 +75,8 @@ def test_a_run_connects_to_the_persistent_ray_and_down_stops_it(tmp_path, monkey
     finally:
         ray_cluster.down()
     assert ray_cluster.running_pid() is None
+    _, alive = psutil.wait_procs([p for name, p in agents.items() if name], timeout=10)
+    assert alive == [], alive
     # Gone, or a zombie left for this test process (its parent here) to reap.
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     assert ray_cluster.client_env() == {}

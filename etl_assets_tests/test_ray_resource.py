@@ -17,7 +17,7 @@ import ray
 import ray.data
 from ray.data._internal.execution.resource_manager import ResourceManager
 
-from etl_assets import fixed_size_ray, ray_cluster, resources
+from etl_assets import dashboard_agent_standin, fixed_size_ray, ray_cluster, resources
 from etl_assets.ray_steps import bucketed, exchange, from_tables, map_blocks
 from etl_assets.resources import RayResource
 from etl_assets.transforms.common import hash_buckets
@@ -187,6 +187,17 @@ def test_a_private_ray_runs_without_the_helpers_a_run_has_no_use_for(private_ray
         assert run["helpers"] == [], run
         assert run["data_actors"] == [], run
         assert run["data_actors_as_shipped"] == ["AutoscalingCoordinator", "datasets_stats_actor"], run
+
+
+def test_a_private_ray_runs_a_stand_in_for_the_minimal_dashboard_agent(private_ray_runs):
+    """Ray installed without its dashboard runs a minimal dashboard agent that serves nothing (about
+    105 MiB); the raylet runs the stand-in instead, which tells it the same: no port for any of
+    the three services. The control: the probe sees the raylet's other agent, by the title Ray's
+    agents give themselves. Both go with the raylet when the run shuts its Ray down."""
+    for run in private_ray_runs:
+        assert set(run["agents"]) == {"dashboard_agent_standin.py", "ray::RuntimeEnvAgent"}, run
+        assert run["agent_ports"] == dict.fromkeys(dashboard_agent_standin.PORT_NAMES, "-1"), run
+        assert run["agents_left"] == [], run
 
 
 def test_spill_workers_must_be_at_least_one():
