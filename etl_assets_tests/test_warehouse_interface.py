@@ -883,6 +883,15 @@ def test_delta_reads_partitions_whose_folders_need_escapes_and_name_a_table_they
     assert pa.Table.from_batches(list(wh.scan(BATCHED, [odd]))).to_pylist() == [{"id": 1, "batch_id": odd}]
     read = wh.read(BATCHED, [odd]).take_all()
     assert read == [{"id": 1, "batch_id": odd}]
+    # A rewrite removes the escaped partition's file by its path as the log spells it: were that
+    # path escaped once more, the old file would stay beside its rewrite and id 3 with it.
+    more = pa.table({"id": pa.array([3, 4], pa.int64()), "batch_id": [odd, odd]}, schema=BATCHED.schema)
+    wh.replace_partitions(ray.data.from_arrow(pa.concat_tables([table, more])), [BATCHED], [odd, "plain"])
+    kept = pa.table({"id": pa.array([1], pa.int64()), "batch_id": [odd]}, schema=BATCHED.schema)
+    wh.replace_where(ray.data.from_arrow(kept), BATCHED, "id", [1, 3])
+    rows = sorted((r["id"], r["batch_id"]) for r in wh.read(BATCHED).take_all())
+    assert rows == [(1, odd), (2, "plain"), (4, odd)]
+    assert len(DeltaTable(wh.location(BATCHED)).file_uris()) == 3  # the rewrite, the new row, plain
     wh.replace_partitions(ray.data.from_arrow(table.slice(0, 0)), [BATCHED], [odd, "plain"])
     assert list(wh.scan(BATCHED)) == []
     # A file that holds text where the contract says a number.

@@ -212,7 +212,8 @@ def rewrite_without(
         rows.append(
             {
                 "table": REMOVED,
-                "path": item["path"],
+                # As the file was added: deltalake escapes an action's path once more on commit.
+                "path": unquote(item["path"]),
                 "partition_column": target.partition_column,
                 "partition_value": item["partition_value"],
                 "size": item["size"],
