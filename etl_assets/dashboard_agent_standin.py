@@ -8,11 +8,14 @@ waits for those files before it registers the node) and then watches the raylet 
 It is still a Python process importing Ray: about 105 MiB of RSS for as long as Ray runs, and its
 imports compete with the raylet's first workers for the cores while Ray starts.
 
-This stand-in does exactly what that minimal agent does (the port files, then wait for the
-raylet) as ``python -I -S`` running this file, with nothing but the standard library: about 9 MiB.
-What the minimal agent does besides is lost: when the raylet dies unexpectedly, it sends the
-tail of the raylet's log to the driver as an error message; the driver still learns that its
-raylet died from its own connection, and the log stays in the session folder.
+This stand-in does what that minimal agent does for the raylet (the port files, then wait for
+the raylet as the agent waits for it) as ``python -I -S`` running this file, with nothing but
+the standard library: about 9 MiB. What the minimal agent does besides is lost: it writes its
+address under two keys of the GCS, which only the dashboard's own modules read (absent here);
+and when the raylet dies unexpectedly, it sends the tail of the raylet's log to the driver as an
+error message (the driver still learns that its raylet died from its own connection, and the log
+stays in the session folder). ``ray stop``, which kills Ray's processes by their titles, does not
+know the stand-in's: it leaves with its raylet.
 
 ``standin_for_dashboard_agent`` puts it in the raylet's command while Ray starts in this
 process (``ray.init`` of a private Ray, or ``ray start`` for the persistent one). Ray takes the
@@ -25,7 +28,6 @@ tests start Ray through this module and fail either way loudly.
 """
 
 import os
-import stat
 import sys
 import time
 from contextlib import contextmanager
@@ -49,20 +51,27 @@ def write_port_files(session_dir: str, node_id: str) -> None:
         os.replace(path + ".tmp", path)
 
 
+# Ray's agents take the raylet's pipe on stdin as their lifeline only when the raylet says it
+# gave them one (``ray.dashboard.consts.PARENT_HEALTH_CHECK_BY_PIPE``); otherwise stdin is
+# whatever the raylet inherited (the driver's, or that of the shell of ``make ray-up``), which
+# must be neither read nor taken as the raylet's.
+PIPE_SETTING = "RAY_enable_pipe_based_agent_to_parent_health_check"
+# Ray's agents poll every 0.4 s (``DASHBOARD_AGENT_CHECK_PARENT_INTERVAL_S``).
+POLL_SECONDS = 0.4
+
+
 def wait_for_raylet() -> None:
-    """Return when the raylet is gone: its end of the pipe on stdin closes (Ray's own check), or,
-    without that pipe, this process is handed to another parent."""
-    try:
-        piped = stat.S_ISFIFO(os.fstat(sys.stdin.fileno()).st_mode)
-    except (OSError, ValueError, AttributeError):
-        piped = False
-    if piped:
+    """Return when the raylet is gone, watched as Ray's minimal agent watches it: the end of the
+    raylet's pipe on stdin closes, or (the default) this process's parent is no longer the
+    raylet whose pid the raylet gave (``RAY_RAYLET_PID``), which also holds when the raylet died
+    before this process looked."""
+    if os.environ.get(PIPE_SETTING, "").lower() in ("1", "true"):
         while sys.stdin.buffer.read(4096):
             pass
         return
-    parent = os.getppid()
-    while os.getppid() == parent:
-        time.sleep(1)
+    raylet = int(os.environ["RAY_RAYLET_PID"])
+    while os.getppid() == raylet:
+        time.sleep(POLL_SECONDS)
 
 
 def main(argv: list[str]) -> None:
