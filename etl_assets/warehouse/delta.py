@@ -198,9 +198,7 @@ def rewrite_without(
     file they replace."""
     rows = []
     for item in items.to_pylist():
-        listed = pa.table(
-            {"path": [f"{uri}/{unquote(item['path'])}"], "partition_value": [item["partition_value"]]}
-        )
+        listed = pa.table({"path": [f"{uri}/{item['path']}"], "partition_value": [item["partition_value"]]})
         table = _read_files(listed, target.schema, target.partition_column)
         hit = pc.is_in(table.column(column), value_set=values)
         removed = int(pc.sum(hit).as_py() or 0)
@@ -212,8 +210,7 @@ def rewrite_without(
         rows.append(
             {
                 "table": REMOVED,
-                # As the file was added: deltalake escapes an action's path once more on commit.
-                "path": unquote(item["path"]),
+                "path": item["path"],
                 "partition_column": target.partition_column,
                 "partition_value": item["partition_value"],
                 "size": item["size"],
@@ -506,7 +503,7 @@ class DeltaWarehouse(Warehouse):
     ) -> dict[str, list[dict]]:
         """Every file of ``delta`` that may hold one of ``wanted`` in ``column``, rewritten by the
         workers without those rows (``rewrite_without``); their manifests."""
-        actions = pa.table(delta.get_add_actions(flatten=True))
+        actions = _files_of(delta)
         if actions.num_rows:
             actions = actions.filter(_may_hold(actions, pa.table({column: wanted})))
         if actions.num_rows == 0:
@@ -597,7 +594,7 @@ class DeltaWarehouse(Warehouse):
         # One Ray task per group of files of about READ_ROWS rows, each read whole with pyarrow:
         # several times faster than Ray's Parquet datasource on a few large files, and the
         # partition value comes from the Delta log instead of being parsed from paths.
-        paths = [f"{self.location(table)}/{unquote(p)}" for p in actions.column("path").to_pylist()]
+        paths = [f"{self.location(table)}/{p}" for p in actions.column("path").to_pylist()]
         values = (
             actions.column(f"partition.{column}").cast(pa.string()).to_pylist()
             if column
@@ -633,7 +630,7 @@ class DeltaWarehouse(Warehouse):
         """The add actions of the files that may hold rows of ``partitions`` and ``where_in`` (by
         the Delta log's partition values and file bounds), and ``where_in``'s values as the table
         the rows are then kept by (``None``: every row)."""
-        actions = pa.table(delta.get_add_actions(flatten=True))
+        actions = _files_of(delta)
         column = table.partition_column
         if column and partitions is not None and actions.num_rows:
             wanted = pa.array(partition_strings(partitions), pa.string())
@@ -662,8 +659,7 @@ class DeltaWarehouse(Warehouse):
         if actions.num_rows == 0:
             return iter(())
         fs, root = storage.filesystem(self.location(table))
-        # The log holds each path URI-encoded (a hive folder `day=a%20b` is `day=a%2520b` there).
-        paths = [f"{root}/{unquote(path)}" for path in actions.column("path").to_pylist()]
+        paths = [f"{root}/{path}" for path in actions.column("path").to_pylist()]
         expressions = None
         if column:
             kind = table.schema.field(column).type
@@ -758,6 +754,16 @@ def _may_hold(actions: pa.Table, keep: pa.Table) -> pa.Array:
     first_at_or_above = np.searchsorted(values, low, side="left")
     inside = values[np.minimum(first_at_or_above, len(values) - 1)] <= high
     return pa.array(~known | ((first_at_or_above < len(values)) & inside))
+
+
+def _files_of(delta: DeltaTable) -> pa.Table:
+    """The add actions of ``delta``'s files, each ``path`` as the file was added: relative to the
+    table and as it lies in storage. The log holds each path URI-encoded (a hive folder
+    ``day=a%20b`` is ``day=a%2520b`` there), and deltalake encodes an action's path once more on
+    commit, so a read and a ``RemoveAction`` both want it decoded."""
+    actions = pa.table(delta.get_add_actions(flatten=True))
+    paths = [unquote(path) for path in actions.column("path").to_pylist()]
+    return actions.set_column(actions.schema.get_field_index("path"), "path", pa.array(paths, pa.string()))
 
 
 def _naming(
