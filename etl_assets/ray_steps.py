@@ -14,6 +14,7 @@ import pyarrow as pa
 import ray
 import ray.data
 
+from etl_assets.exchange_files import FILES, ScratchDir, node_scratch, read_bucket, write_buckets
 from etl_assets.transforms.common import hash_buckets
 
 
@@ -29,12 +30,19 @@ def per_task_rows(total: int, most: int) -> int:
 
 
 def co_locate(
-    ds: ray.data.Dataset, key: str, fn: Callable[[pa.Table], pa.Table], buckets: int | None = None
+    ds: ray.data.Dataset | Sequence[ray.data.Dataset],
+    key: str,
+    fn: Callable[[pa.Table], pa.Table],
+    buckets: int | None = None,
 ) -> ray.data.Dataset:
     """``fn`` on groups of ``ds``'s rows in which every row sharing a ``key`` value meets (an
-    ``exchange`` by a hash of ``key`` into ``buckets`` buckets, by default one per CPU)."""
+    ``exchange`` by a hash of ``key`` into ``buckets`` buckets, by default one per CPU). Rows of
+    several Datasets are given as their list rather than their ``union``, so each one's blocks
+    are bucketed in the tasks that make them (``exchange``)."""
     buckets = buckets or cluster_cpus()
-    return exchange(map_blocks(ds, bucketed(_same, key, buckets)), buckets, ignore_bucket(fn))
+    sides = [ds] if isinstance(ds, ray.data.Dataset) else list(ds)
+    tagged = [map_blocks(side, bucketed(_same, key, buckets)) for side in sides]
+    return exchange(tagged, buckets, ignore_bucket(fn))
 
 
 def _same(table: pa.Table) -> pa.Table:
@@ -81,24 +89,74 @@ def _gather(
     batch: pa.Table, bucket_parts: list[ray.ObjectRef], reduce: Callable[[pa.Table, int], pa.Table]
 ) -> Iterator[pa.Table]:
     for bucket in batch.column("bucket").to_pylist():
-        tables = [t for t in ray.get(ray.get(bucket_parts[bucket])) if t.num_rows]
-        if tables:
-            yield reduce(pa.concat_tables(tables, promote_options="permissive"), bucket)
+        yield from _reduced([t for t in ray.get(ray.get(bucket_parts[bucket])) if t.num_rows], bucket, reduce)
+
+
+def _gather_files(
+    batch: pa.Table, files: pa.Table, scratch: ScratchDir, reduce: Callable[[pa.Table, int], pa.Table]
+) -> Iterator[pa.Table]:
+    for bucket in batch.column("bucket").to_pylist():
+        yield from _reduced(read_bucket(files, bucket), bucket, reduce)
+
+
+def _reduced(
+    tables: list[pa.Table], bucket: int, reduce: Callable[[pa.Table, int], pa.Table]
+) -> Iterator[pa.Table]:
+    if tables:
+        yield reduce(pa.concat_tables(tables, promote_options="permissive"), bucket)
 
 
 def exchange(
-    tagged: ray.data.Dataset, buckets: int, reduce: Callable[[pa.Table, int], pa.Table]
+    tagged: ray.data.Dataset | Sequence[ray.data.Dataset],
+    buckets: int,
+    reduce: Callable[[pa.Table, int], pa.Table],
+    on_disk: bool | None = None,
 ) -> ray.data.Dataset:
     """Gather the rows of every bucket in one task and run ``reduce(rows, bucket)`` there; a bucket
-    no row fell in yields nothing. The blocks of ``tagged`` come from ``sorted_into_buckets``.
+    no row fell in yields nothing. The blocks of ``tagged`` (one Dataset or several) come from
+    ``sorted_into_buckets``.
 
-    A shuffle in two steps of plain tasks. The map side runs here, when the exchange is built: as
-    its blocks stream out, a task splits each into one object per bucket (the driver holds only
-    references; the object store spills to disk beyond its cap). Then one task per bucket fetches
-    its objects and nothing else: each gets the reference to its own list of parts, not every
-    bucket's. On a small cluster this costs a fraction of Ray Data's hash shuffle, which starts
-    aggregator actors and routes every row through them.
+    A shuffle in two steps of plain tasks. The map side runs here, when the exchange is built; then
+    one task per bucket gathers its rows and nothing else. On a cluster of one node (``on_disk``
+    None) or when ``on_disk`` says so, each block's buckets go to a file on the node's disk in the
+    task that made the block (``exchange_files``: no row enters the object store). Otherwise a task
+    splits each block, as it streams out, into one object per bucket (the driver holds only
+    references; the object store spills to disk beyond its cap), and a bucket's task gets the
+    reference to its own list of parts, not every bucket's. On a small cluster either costs a
+    fraction of Ray Data's hash shuffle, which starts aggregator actors and routes every row
+    through them.
     """
+    scratch = node_scratch() if on_disk is not False else None
+    if on_disk and scratch is None:
+        raise ValueError("an exchange through files needs a Ray cluster of the driver's node alone")
+    sides = [tagged] if isinstance(tagged, ray.data.Dataset) else list(tagged)
+    if scratch is None:
+        gather = partial(_gather, bucket_parts=_stored_parts(sides, buckets), reduce=reduce)
+    else:
+        # Each side's blocks are written in the tasks that made them: a union before the write
+        # would pass every row through the object store on its way to a task of its own.
+        write = partial(_write_block, buckets=buckets, scratch=scratch)
+        ds = union([map_blocks(side, write) for side in sides])
+        # Ray Data hands an empty block on without calling the function: it is no file's row.
+        written = [t for t in ray.get(ds.to_arrow_refs()) if t.num_rows]
+        files = pa.concat_tables([FILES.empty_table(), *written])
+        # The scratch folder rides along so it lives, in the driver, as long as the Dataset.
+        gather = partial(_gather_files, files=files, scratch=scratch, reduce=reduce)
+    items = [pa.table({"bucket": pa.array([b], pa.int64())}) for b in range(buckets)]
+    return from_tables(items).map_batches(gather, batch_format="pyarrow", batch_size=1)
+
+
+def _write_block(block: pa.Table, buckets: int, scratch: ScratchDir) -> pa.Table:
+    return write_buckets(split_into_buckets(block, buckets), scratch)
+
+
+def union(datasets: Sequence[ray.data.Dataset]) -> ray.data.Dataset:
+    """The rows of every Dataset of ``datasets`` (at least one) in one Dataset."""
+    return datasets[0].union(*datasets[1:]) if len(datasets) > 1 else datasets[0]
+
+
+def _stored_parts(sides: Sequence[ray.data.Dataset], buckets: int) -> list[ray.ObjectRef]:
+    """The map side through the object store: for each bucket, a stored list of its parts."""
     # With one return Ray stores the returned list itself as the object: one bucket returns its table.
     split = (
         ray.remote(_only_bucket)
@@ -106,16 +164,12 @@ def exchange(
         else ray.remote(split_into_buckets).options(num_returns=buckets)
     )
     parts: list[list[ray.ObjectRef]] = [[] for _ in range(buckets)]
-    for bundle in tagged.iter_internal_ref_bundles():
+    for bundle in union(sides).iter_internal_ref_bundles():
         for block in bundle.block_refs:
             outputs = split.remote(block, buckets)
             for bucket, ref in enumerate([outputs] if buckets == 1 else outputs):
                 parts[bucket].append(ref)
-    bucket_parts = [ray.put(refs) for refs in parts]
-    items = [pa.table({"bucket": pa.array([b], pa.int64())}) for b in range(buckets)]
-    return from_tables(items).map_batches(
-        partial(_gather, bucket_parts=bucket_parts, reduce=reduce), batch_format="pyarrow", batch_size=1
-    )
+    return [ray.put(refs) for refs in parts]
 
 
 def _apply_and_bucket(

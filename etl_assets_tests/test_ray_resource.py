@@ -1,5 +1,6 @@
 """What `RayResource` sets up for the assets' Ray Data jobs, and the exchange they share."""
 
+import gc
 import json
 import logging
 import os
@@ -103,18 +104,55 @@ def test_a_ray_data_job_runs_a_task_on_every_cpu_from_its_start(fixed_size, refr
     assert overlap == (fixed_size or refresh < 1), (first, second)
 
 
+def _tag_bucket(rows: pa.Table, bucket: int) -> pa.Table:
+    return rows.append_column("bucket", pa.array([bucket] * rows.num_rows, pa.int64()))
+
+
+@pytest.mark.parametrize("on_disk", [True, False], ids=["through files", "through the object store"])
 @pytest.mark.parametrize("buckets", [1, 3])
-def test_an_exchange_gathers_every_row_of_each_key_in_one_bucket(buckets):
+def test_an_exchange_gathers_every_row_of_each_key_in_one_bucket(buckets, on_disk):
     """Ray's one-return tasks store a returned list as one object: an exchange of one bucket (a
-    one-CPU cluster's co_locate, a small day beside a big one) once gathered lists, not tables."""
+    one-CPU cluster's co_locate, a small day beside a big one) once gathered lists, not tables.
+    Both ways of an exchange give each bucket the same rows, from one Dataset or from several;
+    one block holds no row at all."""
     blocks = [pa.table({"k": pa.array(range(i, 40, 3), pa.int64())}) for i in range(3)]
+    blocks.append(blocks[0].slice(0, 0))
     tagged = map_blocks(ray.data.from_arrow(blocks), bucketed(lambda t: t, "k", buckets))
-    seen = exchange(
-        tagged, buckets, lambda rows, bucket: rows.append_column("bucket", pa.array([bucket] * rows.num_rows))
-    ).take_all()
+    seen = exchange(tagged, buckets, _tag_bucket, on_disk=on_disk).take_all()
+    sides = [
+        map_blocks(ray.data.from_arrow(part), bucketed(lambda t: t, "k", buckets))
+        for part in (blocks[:1], blocks[1:])
+    ]
+    assert sorted(exchange(sides, buckets, _tag_bucket, on_disk=on_disk).take_all(), key=str) == sorted(
+        seen, key=str
+    )
     assert sorted(r["k"] for r in seen) == list(range(40))
     bucket_of = {r["k"]: r["bucket"] for r in seen}
     assert bucket_of == {k: int(hash_buckets(pa.array([k], pa.int64()), buckets)[0]) for k in range(40)}
+
+
+def test_on_one_node_an_exchange_goes_through_files_that_go_with_its_dataset():
+    """The session's Ray is one node: an exchange writes a file per block with rows in a folder of
+    the session's own, and the folder is removed once the exchange's Dataset is no longer held
+    (after it ran, and when it never ran)."""
+    session = ray._private.worker._global_node.get_session_dir_path()
+    folders = os.path.join(session, "etl_exchange")
+    before = set(os.listdir(folders)) if os.path.isdir(folders) else set()
+    blocks = [pa.table({"k": pa.array(range(i, 1000, 4), pa.int64())}) for i in range(4)]
+    tagged = map_blocks(ray.data.from_arrow(blocks), bucketed(lambda t: t, "k", 2))
+    ds = exchange(tagged, 2, _tag_bucket)
+    (mine,) = set(os.listdir(folders)) - before
+    assert len(os.listdir(os.path.join(folders, mine))) == 4
+    assert sorted(r["k"] for r in ds.take_all()) == list(range(1000))
+    assert ds.count() == 1000  # the files stay for as long as the Dataset may run again
+    del ds
+    gc.collect()
+    assert mine not in os.listdir(folders)
+    unrun = exchange(tagged, 2, _tag_bucket)
+    (mine,) = set(os.listdir(folders)) - before
+    del unrun
+    gc.collect()
+    assert mine not in os.listdir(folders)
 
 
 def test_a_dataset_of_driver_tables_keeps_each_table_as_a_block_with_its_rows_and_types(monkeypatch):

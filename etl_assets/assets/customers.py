@@ -115,11 +115,10 @@ def customers(
 def scd2_dimension(incoming: ray.data.Dataset, existing: ray.data.Dataset | None) -> ray.data.Dataset:
     """The dimension's rows from the incoming versions and the table's (``existing``, None before
     the first load), each customer's versions meeting in one task."""
-    versions = incoming
+    versions = [incoming]
     if existing is not None:
-        versions = versions.union(
-            existing.map_batches(
-                partial(mark_versions, incoming=False), batch_format="pyarrow", batch_size=None
-            )
+        marked = existing.map_batches(
+            partial(mark_versions, incoming=False), batch_format="pyarrow", batch_size=None
         )
+        versions.append(marked)
     return co_locate(versions, "customer_id", scd2_rebuild)

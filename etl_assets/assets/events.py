@@ -99,10 +99,10 @@ def events_and_rejects(
     backend = warehouse.backend()
     with source_failures(), timed() as timer:
         files = batch_files(sources.events_landing_dir, batch_ids)
-        lines = read_event_files(files)
+        lines = [read_event_files(files)]
         others = [b for b in backend.partitions(EVENTS) if b not in set(batch_ids)]
         if others:
-            lines = lines.union(map_blocks(loaded_ids_to_compare(backend, others, files), mark_loaded_ids))
+            lines.append(map_blocks(loaded_ids_to_compare(backend, others, files), mark_loaded_ids))
         marked = co_locate(lines, "event_id", drop_duplicate_events)
         written = backend.replace_partitions(
             marked, [EVENTS, EVENTS_REJECTS], batch_ids, route=partial(split_events, run_id=context.run_id)

@@ -31,6 +31,7 @@ from etl_assets.ray_steps import (
     ignore_bucket,
     per_task_rows,
     sorted_into_buckets,
+    union,
 )
 from etl_assets.sample_data import ORDERS_SCHEMA
 from etl_assets.sizing import runs
@@ -199,7 +200,7 @@ def read_orders_days(days: Sequence[LakeDay], transform: DayTransform) -> ray.da
     ]
     if whole or not parts:
         parts.append(_whole_days(whole, transform))
-    return parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
+    return union(parts)
 
 
 def _whole_days(days: Sequence[LakeDay], transform: DayTransform) -> ray.data.Dataset:
