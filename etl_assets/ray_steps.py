@@ -95,6 +95,7 @@ def _gather(
 def _gather_files(
     batch: pa.Table, files: pa.Table, scratch: ScratchDir, reduce: Callable[[pa.Table, int], pa.Table]
 ) -> Iterator[pa.Table]:
+    # ``scratch`` is not read here: in the driver's plan it keeps the files' folder alive.
     for bucket in batch.column("bucket").to_pylist():
         yield from _reduced(read_bucket(files, bucket), bucket, reduce)
 
@@ -118,13 +119,13 @@ def exchange(
 
     A shuffle in two steps of plain tasks. The map side runs here, when the exchange is built; then
     one task per bucket gathers its rows and nothing else. On a cluster of one node (``on_disk``
-    None) or when ``on_disk`` says so, each block's buckets go to a file on the node's disk in the
-    task that made the block (``exchange_files``: no row enters the object store). Otherwise a task
-    splits each block, as it streams out, into one object per bucket (the driver holds only
-    references; the object store spills to disk beyond its cap), and a bucket's task gets the
-    reference to its own list of parts, not every bucket's. On a small cluster either costs a
-    fraction of Ray Data's hash shuffle, which starts aggregator actors and routes every row
-    through them.
+    None; True insists, and raises on any other cluster), each block's buckets go to a file on
+    the node's disk in the task that made the block (``exchange_files``: no row enters the object
+    store). Otherwise a task splits each block, as it streams out, into one object per bucket
+    (the driver holds only references; the object store spills to disk beyond its cap), and a
+    bucket's task gets the reference to its own list of parts, not every bucket's. On a small
+    cluster either costs a fraction of Ray Data's hash shuffle, which starts aggregator actors
+    and routes every row through them.
     """
     scratch = node_scratch() if on_disk is not False else None
     if on_disk and scratch is None:
@@ -147,7 +148,7 @@ def exchange(
 
 
 def _write_block(block: pa.Table, buckets: int, scratch: ScratchDir) -> pa.Table:
-    return write_buckets(split_into_buckets(block, buckets), scratch)
+    return write_buckets(split_into_buckets(block.unify_dictionaries(), buckets), scratch)
 
 
 def union(datasets: Sequence[ray.data.Dataset]) -> ray.data.Dataset:

@@ -12,6 +12,7 @@ import time
 from types import SimpleNamespace
 
 import dagster as dg
+import numpy as np
 import pyarrow as pa
 import pytest
 import ray
@@ -19,7 +20,15 @@ import ray.data
 from ray.data._internal.execution.resource_manager import ResourceManager
 
 from etl_assets import dashboard_agent_standin, fixed_size_ray, ray_cluster, resources
-from etl_assets.ray_steps import bucketed, exchange, from_tables, map_blocks
+from etl_assets.exchange_files import FOLDER, ScratchDir, node_scratch, read_bucket
+from etl_assets.ray_steps import (
+    _write_block,
+    bucketed,
+    exchange,
+    from_tables,
+    map_blocks,
+    sorted_into_buckets,
+)
 from etl_assets.resources import RayResource
 from etl_assets.transforms.common import hash_buckets
 from etl_assets_tests.conftest import day
@@ -144,8 +153,13 @@ def test_on_one_node_an_exchange_goes_through_files_that_go_with_its_dataset():
     (mine,) = set(os.listdir(folders)) - before
     assert len(os.listdir(os.path.join(folders, mine))) == 4
     assert sorted(r["k"] for r in ds.take_all()) == list(range(1000))
-    assert ds.count() == 1000  # the files stay for as long as the Dataset may run again
+    derived = map_blocks(ds, _same_rows)
     del ds
+    gc.collect()
+    # A Dataset built on the exchange holds its files: it runs, twice, after the exchange's own went.
+    for _ in range(2):
+        assert sorted(r["k"] for r in derived.take_all()) == list(range(1000))
+    del derived
     gc.collect()
     assert mine not in os.listdir(folders)
     unrun = exchange(tagged, 2, _tag_bucket)
@@ -153,6 +167,48 @@ def test_on_one_node_an_exchange_goes_through_files_that_go_with_its_dataset():
     del unrun
     gc.collect()
     assert mine not in os.listdir(folders)
+
+
+def _same_rows(rows: pa.Table) -> pa.Table:
+    return rows
+
+
+def test_exchange_files_keep_each_bucket_and_unify_a_blocks_dictionaries(tmp_path):
+    """A block of two chunks whose dictionary columns differ (the IPC file format takes one
+    dictionary per column) is written, and each bucket reads back exactly its rows; a bucket
+    with no row reads back nothing."""
+    chunks = [
+        pa.table({"k": pa.array(ks, pa.int64()), "tag": pa.array(tags).dictionary_encode()})
+        for ks, tags in (([0, 1, 2], ["x", "y", "x"]), ([3, 4], ["z", "x"]))
+    ]
+    block = pa.concat_tables(chunks)
+    bucket = np.array([2, 0, 2, 0, 2])  # bucket 1 gets no row
+    files = _write_block(sorted_into_buckets(block, bucket), 3, ScratchDir(str(tmp_path)))
+    for b in range(3):
+        (rows,) = read_bucket(files, b) or [block.slice(0, 0)]
+        wanted = block.filter(pa.array(bucket == b))
+        assert rows.column("k").to_pylist() == wanted.column("k").to_pylist()
+        assert rows.column("tag").to_pylist() == wanted.column("tag").to_pylist()
+    assert read_bucket(files, 1) == []
+
+
+def test_an_exchange_removes_the_folders_of_drivers_that_are_gone(tmp_path):
+    """A killed driver leaves its exchange's folder in the session: the next exchange on the node
+    removes the folders whose driver (the pid in the name) no longer runs, and no other."""
+    session = ray._private.worker._global_node.get_session_dir_path()
+    folders = os.path.join(session, FOLDER)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    orphan = os.path.join(folders, f"{gone.pid}-orphan")
+    live = os.path.join(folders, f"{os.getpid()}-live")
+    for folder in (orphan, live):
+        os.makedirs(folder)
+        open(os.path.join(folder, "part.arrow"), "wb").close()
+    scratch = node_scratch()
+    assert os.path.isdir(scratch.path)
+    assert not os.path.exists(orphan)
+    assert os.path.isdir(live)
+    shutil.rmtree(live)
 
 
 def test_a_dataset_of_driver_tables_keeps_each_table_as_a_block_with_its_rows_and_types(monkeypatch):
