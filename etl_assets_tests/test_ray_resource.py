@@ -145,7 +145,7 @@ def test_on_one_node_an_exchange_goes_through_files_that_go_with_its_dataset():
     the session's own, and the folder is removed once the exchange's Dataset is no longer held
     (after it ran, and when it never ran)."""
     session = ray._private.worker._global_node.get_session_dir_path()
-    folders = os.path.join(session, "etl_exchange")
+    folders = os.path.join(session, FOLDER)
     before = set(os.listdir(folders)) if os.path.isdir(folders) else set()
     blocks = [pa.table({"k": pa.array(range(i, 1000, 4), pa.int64())}) for i in range(4)]
     tagged = map_blocks(ray.data.from_arrow(blocks), bucketed(lambda t: t, "k", 2))
@@ -153,7 +153,7 @@ def test_on_one_node_an_exchange_goes_through_files_that_go_with_its_dataset():
     (mine,) = set(os.listdir(folders)) - before
     assert len(os.listdir(os.path.join(folders, mine))) == 4
     assert sorted(r["k"] for r in ds.take_all()) == list(range(1000))
-    derived = map_blocks(ds, _same_rows)
+    derived = map_blocks(ds, lambda rows: rows)
     del ds
     gc.collect()
     # A Dataset built on the exchange holds its files: it runs, twice, after the exchange's own went.
@@ -167,10 +167,6 @@ def test_on_one_node_an_exchange_goes_through_files_that_go_with_its_dataset():
     del unrun
     gc.collect()
     assert mine not in os.listdir(folders)
-
-
-def _same_rows(rows: pa.Table) -> pa.Table:
-    return rows
 
 
 def test_exchange_files_keep_each_bucket_and_unify_a_blocks_dictionaries(tmp_path):
@@ -192,7 +188,7 @@ def test_exchange_files_keep_each_bucket_and_unify_a_blocks_dictionaries(tmp_pat
     assert read_bucket(files, 1) == []
 
 
-def test_an_exchange_removes_the_folders_of_drivers_that_are_gone(tmp_path):
+def test_an_exchange_removes_the_folders_of_drivers_that_are_gone():
     """A killed driver leaves its exchange's folder in the session: the next exchange on the node
     removes the folders whose driver (the pid in the name) no longer runs, and no other."""
     session = ray._private.worker._global_node.get_session_dir_path()
