@@ -3,6 +3,7 @@ a small table."""
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -16,6 +17,7 @@ import ray.data
 
 from etl_assets.exchange_files import FILES, ScratchDir, node_scratch, read_bucket, write_buckets
 from etl_assets.transforms.common import hash_buckets
+from etl_assets.worker_memory import giving_back, task_cache
 
 
 def cluster_cpus() -> int:
@@ -135,16 +137,19 @@ def exchange(
         gather = partial(_gather, bucket_parts=_stored_parts(sides, buckets), reduce=reduce)
     else:
         # Each side's blocks are written in the tasks that made them: a union before the write
-        # would pass every row through the object store on its way to a task of its own.
+        # would pass every row through the object store on its way to a task of its own. The
+        # sides run one after the other, so a worker's tasks meanwhile are all of one side's
+        # kind and keep that kind's cache (a join's prepared side, ``worker_memory``).
         write = partial(_write_block, buckets=buckets, scratch=scratch)
-        ds = union([map_blocks(side, write) for side in sides])
         # Ray Data hands an empty block on without calling the function: it is no file's row.
-        written = [t for t in ray.get(ds.to_arrow_refs()) if t.num_rows]
+        written = [
+            t for side in sides for t in ray.get(map_blocks(side, write).to_arrow_refs()) if t.num_rows
+        ]
         files = pa.concat_tables([FILES.empty_table(), *written])
         # The scratch folder rides along so it lives, in the driver, as long as the Dataset.
         gather = partial(_gather_files, files=files, scratch=scratch, reduce=reduce)
     items = [pa.table({"bucket": pa.array([b], pa.int64())}) for b in range(buckets)]
-    return from_tables(items).map_batches(gather, batch_format="pyarrow", batch_size=1)
+    return map_blocks(from_tables(items), gather, batch_size=1)
 
 
 def _write_block(block: pa.Table, buckets: int, scratch: ScratchDir) -> pa.Table:
@@ -165,7 +170,8 @@ def _stored_parts(sides: Sequence[ray.data.Dataset], buckets: int) -> list[ray.O
         else ray.remote(split_into_buckets).options(num_returns=buckets)
     )
     parts: list[list[ray.ObjectRef]] = [[] for _ in range(buckets)]
-    for bundle in union(sides).iter_internal_ref_bundles():
+    # One side after the other, as through files.
+    for bundle in (bundle for side in sides for bundle in side.iter_internal_ref_bundles()):
         for block in bundle.block_refs:
             outputs = split.remote(block, buckets)
             for bucket, ref in enumerate([outputs] if buckets == 1 else outputs):
@@ -206,15 +212,19 @@ def from_tables(tables: pa.Table | Sequence[pa.Table]) -> ray.data.Dataset:
     return ray.data.from_blocks([tables] if isinstance(tables, pa.Table) else list(tables))
 
 
-def map_blocks(ds: ray.data.Dataset, fn: Callable[[pa.Table], pa.Table]) -> ray.data.Dataset:
-    """Apply a pure Arrow transform to each whole block."""
-    return ds.map_batches(fn, batch_format="pyarrow", batch_size=None)
-
-
-# The small side of a broadcast join as prepared in this worker process, by the id of its blocks.
-# Tasks run in long-lived workers, so it is built once per worker and reused by every block the
-# worker joins; only the latest one is kept, so a worker's memory does not grow run after run.
-_PREPARED: dict[tuple[str, ...], object] = {}
+def map_blocks(
+    ds: ray.data.Dataset,
+    fn: Callable[..., pa.Table | Iterator[pa.Table]],
+    batch_size: int | None = None,
+    fn_kwargs: dict | None = None,
+) -> ray.data.Dataset:
+    """``fn`` (a function, or a partial of one) on each whole block, or on batches of ``batch_size``
+    rows, in Ray tasks that first give back what the worker's earlier tasks left
+    (``worker_memory``). Every Ray Data map of the platform goes through here: transforms, reads,
+    writes, joins."""
+    if inspect.isclass(fn):
+        raise TypeError(f"{fn.__name__}: a class would run as Ray Data actors; map_blocks runs tasks")
+    return ds.map_batches(giving_back(fn), batch_format="pyarrow", batch_size=batch_size, fn_kwargs=fn_kwargs)
 
 
 def _prepared_small(
@@ -236,6 +246,13 @@ def _join_block(
     schema: pa.Schema,
 ) -> pa.Table:
     return join(batch, _prepared_small(block_refs, prepare, schema))
+
+
+# The small side of a broadcast join as prepared in this worker process, by the id of its blocks.
+# Tasks run in long-lived workers, so it is built once per worker and reused by every block the
+# worker joins; only the latest one is kept, and the worker's first task that joins nothing drops
+# it (``worker_memory``), so neither later jobs nor later runs carry it.
+_PREPARED: dict[tuple[str, ...], object] = task_cache(_join_block.__name__)
 
 
 def broadcast_join(
@@ -262,11 +279,10 @@ def join_stored(
     join: Callable[[pa.Table, object], pa.Table],
 ) -> ray.data.Dataset:
     """``broadcast_join`` with a small side already in the object store (``stored``)."""
-    return large.map_batches(
+    return map_blocks(
+        large,
         _join_block,
         fn_kwargs={"block_refs": block_refs, "prepare": prepare, "join": join, "schema": small_schema},
-        batch_format="pyarrow",
-        batch_size=None,
     )
 
 

@@ -11,7 +11,7 @@ from etl_assets.assets.metadata import definition_metadata, materialize_result, 
 from etl_assets.assets.sources import crm_customers
 from etl_assets.contracts import CUSTOMERS, RAW_CUSTOMERS
 from etl_assets.partitions import window_days
-from etl_assets.ray_steps import JobTimer, cluster_cpus, co_locate, timed
+from etl_assets.ray_steps import JobTimer, cluster_cpus, co_locate, map_blocks, timed
 from etl_assets.resources import RayResource, SourcesResource, WarehouseResource
 from etl_assets.sources.crm import CrmDatabase, read_customer_versions
 from etl_assets.transforms.customers import (
@@ -101,8 +101,8 @@ def customers(
         unchanged = WriteResult(CUSTOMERS.name, backend.location(CUSTOMERS), 0, backend.row_count(CUSTOMERS))
         return materialize_result(context, CUSTOMERS, unchanged, JobTimer(), CUSTOMERS_LINEAGE, merged_rows=0)
     with source_failures(), timed() as timer:
-        incoming = backend.read(RAW_CUSTOMERS, days, ATTRIBUTES).map_batches(
-            partial(mark_versions, incoming=True), batch_format="pyarrow", batch_size=None
+        incoming = map_blocks(
+            backend.read(RAW_CUSTOMERS, days, ATTRIBUTES), partial(mark_versions, incoming=True)
         )
         # Every customer's rows are rebuilt from the table's versions and the days': Delta rewrites
         # the table from the workers, a SQL warehouse merges the changed customers' rows.
@@ -117,8 +117,6 @@ def scd2_dimension(incoming: ray.data.Dataset, existing: ray.data.Dataset | None
     the first load), each customer's versions meeting in one task."""
     versions = [incoming]
     if existing is not None:
-        marked = existing.map_batches(
-            partial(mark_versions, incoming=False), batch_format="pyarrow", batch_size=None
-        )
+        marked = map_blocks(existing, partial(mark_versions, incoming=False))
         versions.append(marked)
     return co_locate(versions, "customer_id", scd2_rebuild)

@@ -11,7 +11,7 @@ from etl_assets.assets.common import RAY_KINDS, RAY_POOL, RAY_RETRY, source_fail
 from etl_assets.assets.metadata import definition_metadata, materialize_result, same_columns
 from etl_assets.assets.sources import crm_transactions
 from etl_assets.contracts import TRANSACTIONS
-from etl_assets.ray_steps import cluster_cpus, timed
+from etl_assets.ray_steps import cluster_cpus, map_blocks, timed
 from etl_assets.resources import RayResource, SourcesResource, WarehouseResource
 from etl_assets.sources.crm import CrmDatabase, read_transaction_changes
 from etl_assets.transforms.transactions import SOURCE_COLUMNS, prepare_transactions
@@ -77,8 +77,9 @@ def transactions(
     crm = CrmDatabase(sources.crm_url)
     with source_failures(), timed() as timer:
         ignored = crm.check_table("transactions", TRANSACTION_COLUMNS)
-        changes = read_transaction_changes(crm, since, cluster_cpus()).map_batches(
-            partial(prepare_transactions, processed_at=processed_at), batch_format="pyarrow", batch_size=None
+        changes = map_blocks(
+            read_transaction_changes(crm, since, cluster_cpus()),
+            partial(prepare_transactions, processed_at=processed_at),
         )
         if full:
             result = backend.overwrite(changes, TRANSACTIONS)

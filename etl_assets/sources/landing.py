@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 import ray.data
 
 from etl_assets import storage
-from etl_assets.ray_steps import from_tables
+from etl_assets.ray_steps import from_tables, map_blocks
 from etl_assets.sources.crm import SourceError
 from etl_assets.transforms.events import mark_new_lines, parse_event_file
 
@@ -68,4 +68,4 @@ def read_event_files(files: Sequence[LandingFile]) -> ray.data.Dataset:
     """One Ray task per landing file: each line parsed, validated and tagged with file and line."""
     items = pa.table({"batch_id": [f.batch_id for f in files], "path": [f.path for f in files]})
     blocks = [items.slice(i, 1) for i in range(items.num_rows)]
-    return from_tables(blocks).map_batches(_parse_files, batch_format="pyarrow", batch_size=1)
+    return map_blocks(from_tables(blocks), _parse_files, batch_size=1)

@@ -29,6 +29,7 @@ from etl_assets.ray_steps import (
     exchange,
     from_tables,
     ignore_bucket,
+    map_blocks,
     per_task_rows,
     sorted_into_buckets,
     union,
@@ -213,14 +214,12 @@ def _whole_days(days: Sequence[LakeDay], transform: DayTransform) -> ray.data.Da
         )
         for group in _day_groups(days)
     ]
-    return from_tables(groups).map_batches(
-        partial(_read_days, transform=transform), batch_format="pyarrow", batch_size=None
-    )
+    return map_blocks(from_tables(groups), partial(_read_days, transform=transform))
 
 
 def _exchanged_day(day: LakeDay, buckets: int, transform: DayTransform) -> ray.data.Dataset:
     table = pa.Table.from_pylist(_pieces(day, buckets), schema=PIECES)
-    tagged = from_tables([table.slice(i, 1) for i in range(table.num_rows)]).map_batches(
-        _split_pieces, batch_format="pyarrow", batch_size=1
+    tagged = map_blocks(
+        from_tables([table.slice(i, 1) for i in range(table.num_rows)]), _split_pieces, batch_size=1
     )
     return exchange(tagged, buckets, ignore_bucket(transform))

@@ -528,7 +528,7 @@ class DeltaWarehouse(Warehouse):
             values=wanted,
             cluster=cluster,
         )
-        manifest = from_tables(groups).map_batches(rewrite, batch_format="pyarrow", batch_size=None)
+        manifest = map_blocks(from_tables(groups), rewrite)
         return collect_manifests(manifest.iter_batches(batch_format="pyarrow", batch_size=None))
 
     def _write_files(
@@ -548,7 +548,7 @@ class DeltaWarehouse(Warehouse):
             cluster=cluster,
         )
         # Only the manifest (a row per file) reaches the driver.
-        manifest = ds.map_batches(writer, batch_format="pyarrow", batch_size=None)
+        manifest = map_blocks(ds, writer)
         return collect_manifests(manifest.iter_batches(batch_format="pyarrow", batch_size=None))
 
     def _result(self, target: TableContract, files: list[dict], days: list[str] | None) -> WriteResult:
@@ -609,15 +609,14 @@ class DeltaWarehouse(Warehouse):
             )
             for run in runs(counts, target)
         ]
-        return from_tables(groups).map_batches(
+        return map_blocks(
+            from_tables(groups),
             partial(
                 _read_files,
                 schema=schema,
                 partition_column=column if column in columns else None,
                 keep=keep,
             ),
-            batch_format="pyarrow",
-            batch_size=None,
         )
 
     def _chosen_files(

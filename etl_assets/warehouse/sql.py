@@ -25,7 +25,7 @@ import ray.data
 from etl_assets.contracts import TableContract
 from etl_assets.contracts.drift import schema_drift
 from etl_assets.contracts.validation import SchemaMismatch
-from etl_assets.ray_steps import from_tables
+from etl_assets.ray_steps import from_tables, map_blocks
 from etl_assets.warehouse.base import (
     PartitionValue,
     ReplaceResult,
@@ -450,7 +450,7 @@ class SqlWarehouse(Warehouse):
                 route=route,
                 loader=self.stage_loader(),
             )
-            manifest = ds.map_batches(writer, batch_format="pyarrow", batch_size=None)
+            manifest = map_blocks(ds, writer)
             manifests = collect_manifests(manifest.iter_batches(batch_format="pyarrow", batch_size=None))
             # Created only once everything is staged, so a run that fails while loading leaves nothing.
             for target in targets:
@@ -538,9 +538,9 @@ class SqlWarehouse(Warehouse):
         if not queries:
             return from_tables(schema.empty_table())
         items = pa.table({"sql": queries})
-        return from_tables([items.slice(i, 1) for i in range(items.num_rows)]).map_batches(
+        return map_blocks(
+            from_tables([items.slice(i, 1) for i in range(items.num_rows)]),
             partial(_run_read, runner=self.query_runner(), schema=schema),
-            batch_format="pyarrow",
             batch_size=1,
         )
 
