@@ -77,12 +77,37 @@ def test_a_join_prepares_its_small_side_once_per_worker_and_a_task_of_another_ki
     assert all("MapBatches(_in_task)" in row["task"] for row in seen)
 
 
-def _allocate_and_free(batch: pa.Table) -> pa.Table:
-    # About 240 MB through Arrow's allocator in the task's thread, in arrays of 800 KB (the sizes
-    # its pages keep once freed; far bigger ones go back to the system at once), then freed.
+def _allocate_and_free() -> None:
+    # About 240 MB through Arrow's allocator in this thread, in arrays of 800 KB (the sizes its
+    # pages keep once freed; far bigger ones go back to the system at once), then freed.
     values = pa.array(np.random.default_rng(0).random(10_000_000))
     kept = [pc.multiply(values.slice(i * 100_000, 100_000), f) for f in (1.0, 2.0, 3.0) for i in range(100)]
     del kept, values
+
+
+@ray.remote
+def _kept_then_given_back() -> tuple[float, float, float]:
+    before = _rss_mib()
+    _allocate_and_free()
+    freed = _rss_mib()
+    worker_memory._last_task[0] = None  # as if this were a new task of the platform
+    worker_memory._at_task_start()
+    return before, freed, _rss_mib()
+
+
+def test_a_task_start_gives_back_what_the_thread_freed_and_the_allocator_kept():
+    # The workers inherit the tests' environment: another allocator, or mimalloc told to give
+    # pages back at once, keeps nothing to give back.
+    if pa.default_memory_pool().backend_name != "mimalloc" or "MIMALLOC_PURGE_DELAY" in os.environ:
+        pytest.skip("Arrow's allocator here is not mimalloc with its defaults")
+    before, freed, given = ray.get(_kept_then_given_back.remote())
+    # Freed, the pages stay with the worker (all in one task: no later allocation purges them).
+    assert freed > before + 150
+    assert given < freed - 150
+
+
+def _free_in_task(batch: pa.Table) -> pa.Table:
+    _allocate_and_free()
     return pa.table({"pid": [os.getpid()], "rss": [_rss_mib()]})
 
 
@@ -90,32 +115,16 @@ def _rss_at_start(batch: pa.Table) -> pa.Table:
     return pa.table({"pid": [os.getpid()], "rss": [_rss_mib()]})
 
 
-def _worker_rss_after(ds_map) -> tuple[float, float] | None:
-    """RSS of a worker after a task freed a lot, and at the start of its next task there."""
-    freed = ds_map(from_tables(pa.table({"x": [0]})), _allocate_and_free).take_all()[0]
+def test_the_next_task_of_the_platform_on_a_worker_starts_lighter():
+    freed = map_blocks(from_tables(pa.table({"x": [0]})), _free_in_task).take_all()[0]
+    starts: list[dict] = []
     for _ in range(20):
-        row = ds_map(from_tables([pa.table({"x": [i]}) for i in range(2)]), _rss_at_start).take_all()
-        same = [r for r in row if r["pid"] == freed["pid"]]
-        if same:
-            return freed["rss"], same[0]["rss"]
-    return None
-
-
-def test_a_task_gives_back_what_the_workers_earlier_task_freed():
-    # The workers inherit the tests' environment: another allocator, or mimalloc told to give
-    # pages back at once, leaves nothing to show.
-    if pa.default_memory_pool().backend_name != "mimalloc" or "MIMALLOC_PURGE_DELAY" in os.environ:
-        pytest.skip("Arrow's allocator here is not mimalloc with its defaults")
-
-    def plain(ds, fn):
-        return ds.map_batches(fn, batch_format="pyarrow", batch_size=None)
-
-    kept = _worker_rss_after(plain)
-    given = _worker_rss_after(map_blocks)
-    assert kept is not None and given is not None
-    if kept[1] < kept[0] - 50:
-        pytest.skip(f"the allocator gave the pages back unasked ({kept[0]:.0f} -> {kept[1]:.0f} MiB)")
-    assert given[1] < given[0] - 150
+        rows = map_blocks(from_tables([pa.table({"x": [i]}) for i in range(2)]), _rss_at_start).take_all()
+        starts = [r for r in rows if r["pid"] == freed["pid"]]
+        if starts:
+            break
+    assert starts, "no later task ran on the worker that freed"
+    assert starts[0]["rss"] < freed["rss"] - 150
 
 
 def test_a_cache_is_dropped_by_a_call_outside_a_task_of_its_user(monkeypatch):
