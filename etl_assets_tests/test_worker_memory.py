@@ -85,13 +85,20 @@ def _allocate_and_free() -> None:
     del kept, values
 
 
+def _as_a_new_task_starts() -> None:
+    worker_memory._last_task[0] = None
+    worker_memory._at_task_start()
+
+
 @ray.remote
 def _kept_then_given_back() -> tuple[float, float, float]:
+    # From what the worker holds once its earlier tasks' pages are given back: pages kept from
+    # them would take the new arrays without the worker growing.
+    _as_a_new_task_starts()
     before = _rss_mib()
     _allocate_and_free()
     freed = _rss_mib()
-    worker_memory._last_task[0] = None  # as if this were a new task of the platform
-    worker_memory._at_task_start()
+    _as_a_new_task_starts()
     return before, freed, _rss_mib()
 
 
