@@ -48,6 +48,12 @@ def _at_task_start() -> None:
         for mark, cache in _CACHES:
             if cache and mark not in name:
                 cache.clear()
+    give_back_arrow_pages()
+
+
+def give_back_arrow_pages() -> None:
+    """Hand back the pages Arrow's allocator keeps for the calling thread (above): the worker's
+    task thread, or the driver's around its Ray jobs (``ray_steps.timed``)."""
     pa.default_memory_pool().release_unused()
 
 

@@ -6,6 +6,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
@@ -17,8 +18,7 @@ from etl_assets.worker_memory import giving_back, task_cache
 
 
 def _rss_mib() -> float:
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
+    return psutil.Process().memory_info().rss / 2**20
 
 
 def _in_task(batch: pa.Table) -> pa.Table:
