@@ -11,7 +11,7 @@ the `customers` dimension built beforehand. Peak RSS is sampled every 50 ms and 
 process of the run: the driver, the raylet, the GCS, every Ray worker (the object store's shared
 pages count in the RSS of each process that maps them, so the sum overstates, never understates);
 the summed PSS (shared pages split among their processes) is recorded beside it, with the RSS of
-each process at the peak.
+each process at the peak. Each size runs in a process of its own, as each run has its own driver.
 Reports rows/s at each size: the cost should grow linearly. Target: under 2 GiB at 100M.
 A day of more than 10M orders is generated in chunks of 10M rows (one file each, row groups of
 1M rows), so the generator's own memory stays bounded too. Writes ``results/memory.json``.
@@ -22,6 +22,8 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +67,38 @@ def big_sample(root: Path, orders: int) -> Path:
     return root
 
 
+def measure_size(
+    orders: int, work: Path, object_store_mb: int, spill_workers: int, without_checks: bool
+) -> dict:
+    """One day of ``orders`` orders on a new private Ray: its wall time and the peak of its tree."""
+    run = CHAIN if without_checks else CHAIN + checks_of(CHAIN)
+    root = big_sample(work / f"memory_{orders}", orders)
+    rows_in = sum(pq.read_metadata(f).num_rows for f in lake_files(root / "sources", DAY))
+    warehouse = work / f"memory_{orders}" / "warehouse"
+    with private_ray(object_store_mb=object_store_mb, spill_workers=spill_workers):
+        run_platform(root, warehouse, DIMENSION)
+        steps: dict = {}
+        starts: dict = {}
+        with peak_rss(with_pss=True) as peak:
+            start = time.perf_counter()
+            run_platform(root, warehouse, run, steps, starts)
+            wall = time.perf_counter() - start
+    size = {
+        "orders_per_day": orders,
+        "lake_rows": rows_in,
+        "wall_seconds": round(wall, 3),
+        "rows_per_second": round(rows_in / wall, 1),
+        "peak_rss_mib": peak.mib,
+        "peak_pss_mib": peak.pss_mib,
+        "step_at_peak": step_at(starts, peak.at),
+        "rss_mib_by_process_at_peak": peak.breakdown_mib(),
+        "processes_at_peak": peak.processes,
+        "step_seconds": steps,
+    }
+    print(json.dumps(size), flush=True)
+    return size
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--orders", type=int, nargs="+", default=[1_000_000, 10_000_000, 100_000_000])
@@ -76,34 +110,15 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=HERE / "work")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "memory.json")
     args = parser.parse_args()
-    run = CHAIN if args.without_checks else CHAIN + checks_of(CHAIN)
-    sizes = []
-    for orders in args.orders:
-        root = big_sample(args.work / f"memory_{orders}", orders)
-        rows_in = sum(pq.read_metadata(f).num_rows for f in lake_files(root / "sources", DAY))
-        warehouse = args.work / f"memory_{orders}" / "warehouse"
-        with private_ray(object_store_mb=args.object_store_mb, spill_workers=args.spill_workers):
-            run_platform(root, warehouse, DIMENSION)
-            steps: dict = {}
-            starts: dict = {}
-            with peak_rss(with_pss=True) as peak:
-                start = time.perf_counter()
-                run_platform(root, warehouse, run, steps, starts)
-                wall = time.perf_counter() - start
-        size = {
-            "orders_per_day": orders,
-            "lake_rows": rows_in,
-            "wall_seconds": round(wall, 3),
-            "rows_per_second": round(rows_in / wall, 1),
-            "peak_rss_mib": peak.mib,
-            "peak_pss_mib": peak.pss_mib,
-            "step_at_peak": step_at(starts, peak.at),
-            "rss_mib_by_process_at_peak": peak.breakdown_mib(),
-            "processes_at_peak": peak.processes,
-            "step_seconds": steps,
-        }
-        print(json.dumps(size), flush=True)
-        sizes.append(size)
+    # Each size in a process of its own, as each run has its own (a run worker, a CLI process): a
+    # driver that ran the smaller days first would carry what they left into the bigger one's peak.
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn"), max_tasks_per_child=1) as pool:
+        sizes = [
+            pool.submit(
+                measure_size, orders, args.work, args.object_store_mb, args.spill_workers, args.without_checks
+            ).result()
+            for orders in args.orders
+        ]
     report = {
         "benchmark": "memory",
         "target": "a day of 100M orders under 2 GiB peak RSS summed over the run's processes",
