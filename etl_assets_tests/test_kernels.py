@@ -91,17 +91,14 @@ def test_sized_items_are_cut_into_runs_of_about_the_target():
         ([600_000], 2, [2]),  # over a bucket: buckets of about BUCKET_ROWS
         ([600_000], 1, [2]),  # ... whatever the CPUs
         ([500_000], 2, [2]),  # alone and large: a bucket per CPU, each of at least SPLIT_ROWS
-        ([1_200_000], 2, [4]),  # alone: whole rounds of the CPUs (3 by size)
-        ([1_010_040], 2, [4]),  # ... as long as each bucket keeps SPLIT_ROWS
-        ([1_200_000], 8, [4]),  # ... and no more: as many as SPLIT_ROWS allow
-        ([800_000], 4, [3]),  # SPLIT_ROWS before whole rounds
+        ([1_200_000], 2, [3]),  # by size where that makes more than the CPUs
+        ([1_200_000], 8, [4]),  # alone: as many as CPUs allow, each of at least SPLIT_ROWS
         ([499_999], 2, [1]),  # too small to be worth an exchange
         ([400_000, 1_000, 0], 8, [1, 1, 1]),  # several days: shared by _day_groups, not exchanged
         ([1_200_000, 1_000, 0], 8, [3, 1, 1]),  # a day over a bucket: by size (days of 1 read whole)
-        ([10_000_000], 2, [20]),  # alone but big: by size, in whole rounds of the CPUs
-        ([10_099_807], 2, [22]),
-        ([2_500_000], 2, [6]),
-        ([1_000_001], 1, [3]),  # one CPU: by size
+        ([10_000_000], 2, [20]),  # alone but big: by size, whatever the CPUs
+        ([2_500_000], 2, [5]),
+        ([1_000_001], 1, [3]),
         ([0], 2, [1]),
     ],
 )

@@ -171,18 +171,14 @@ def buckets_per_day(days: Sequence[LakeDay], cpus: int) -> list[int]:
     """How many buckets each day is judged in; a day of one bucket is read whole (``_day_groups``).
 
     A day over a bucket's rows is split into buckets of about ``BUCKET_ROWS``. A day alone in its
-    window with at least ``2 * SPLIT_ROWS`` rows is split into at least one bucket per CPU, and
-    into a multiple of the CPUs as far as each bucket keeps ``SPLIT_ROWS``: read whole, it would
-    run in one task and leave the other CPUs idle, and a last round of fewer buckets than CPUs
-    would too.
+    window with at least ``2 * SPLIT_ROWS`` rows is split into one bucket per CPU (each of at
+    least ``SPLIT_ROWS``): read whole, it would run in one task and leave the other CPUs idle.
     Days of a longer window are counted by size alone; the whole days are shared among the CPUs
     by ``_day_groups`` (as far as there are days enough).
     """
     by_size = [max(1, -(-d.rows // BUCKET_ROWS)) for d in days]
     if len(days) == 1 and cpus > 1 and days[0].rows >= 2 * SPLIT_ROWS:
-        # A whole number of rounds: 3 buckets on 2 CPUs would run the third alone.
-        rounds = -(-by_size[0] // cpus)
-        return [min(rounds * cpus, max(by_size[0], days[0].rows // SPLIT_ROWS))]
+        return [max(by_size[0], min(cpus, days[0].rows // SPLIT_ROWS))]
     return by_size
 
 
