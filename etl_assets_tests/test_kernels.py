@@ -88,22 +88,24 @@ def test_sized_items_are_cut_into_runs_of_about_the_target():
 @pytest.mark.parametrize(
     ("rows", "cpus", "wanted"),
     [
-        ([600_000], 2, [2]),  # over a bucket: buckets of about BUCKET_ROWS
-        ([600_000], 1, [2]),  # ... whatever the CPUs
-        ([500_000], 2, [2]),  # alone and large: a bucket per CPU, each of at least SPLIT_ROWS
-        ([1_200_000], 2, [3]),  # by size where that makes more than the CPUs
+        ([600_000], 2, [2]),  # alone and large: a bucket per CPU
+        ([600_000], 8, [2]),  # ... each of at least SPLIT_ROWS
+        ([600_000], 1, [1]),  # one CPU: nothing to share
+        ([400_000], 2, [1]),  # too small to be worth an exchange
+        ([1_200_000], 2, [2]),  # over a bucket: buckets of about BUCKET_ROWS
         ([1_200_000], 8, [4]),  # alone: as many as CPUs allow, each of at least SPLIT_ROWS
-        ([499_999], 2, [1]),  # too small to be worth an exchange
-        ([400_000, 1_000, 0], 8, [1, 1, 1]),  # several days: shared by _day_groups, not exchanged
-        ([1_200_000, 1_000, 0], 8, [3, 1, 1]),  # a day over a bucket: by size (days of 1 read whole)
-        ([10_000_000], 2, [20]),  # alone but big: by size, whatever the CPUs
-        ([2_500_000], 2, [5]),
-        ([1_000_001], 1, [3]),
+        ([600_000, 1_000, 0], 8, [1, 1, 1]),  # several days: shared by _day_groups, not exchanged
+        ([1_200_000, 1_000, 0], 8, [2, 1, 1]),  # a day over a bucket: by size (days of 1 read whole)
+        ([10_000_000], 2, [10]),  # alone but big: by size, whatever the CPUs
+        ([2_500_000], 2, [3]),
+        ([500_000], 2, [2]),
+        ([499_999], 2, [1]),
+        ([1_000_001], 1, [2]),
         ([0], 2, [1]),
     ],
 )
 def test_buckets_per_day(rows, cpus, wanted):
-    assert (BUCKET_ROWS, SPLIT_ROWS) == (500_000, 250_000)
+    assert (BUCKET_ROWS, SPLIT_ROWS) == (1_000_000, 250_000)
     days = [LakeDay(datetime(2024, 1, 1 + i).date(), (), n) for i, n in enumerate(rows)]
     assert buckets_per_day(days, cpus) == wanted
 

@@ -19,7 +19,7 @@ from etl_assets.assets.metadata import (
 from etl_assets.assets.sources import events_landing
 from etl_assets.contracts import EVENTS, EVENTS_REJECTS, HOURLY_USER_METRICS
 from etl_assets.partitions import EVENT_BATCHES, SINGLE_RUN
-from etl_assets.ray_steps import co_locate, join_stored, map_blocks, stored, timed
+from etl_assets.ray_steps import BUCKET_ROWS, co_locate, join_stored, map_blocks, stored, timed
 from etl_assets.resources import RayResource, SourcesResource, WarehouseResource
 from etl_assets.sources.landing import LandingFile, batch_files, read_event_files
 from etl_assets.transforms.events import (
@@ -132,7 +132,7 @@ def events_and_rejects(
 
 # The most ids a load broadcasts to the reads of the loaded ids (about 40 MiB of them, prepared once
 # in each worker); beyond it, every loaded id meets the load's lines in the exchange.
-BROADCAST_IDS_MOST = 1_000_000
+BROADCAST_IDS_MOST = BUCKET_ROWS
 
 
 def loaded_ids_to_compare(

@@ -47,7 +47,7 @@ def block_partials(
     task, and its small results here: the rows stay in the workers and the object store, so the
     driver's memory does not grow with the window, and every core takes a share. With ``spread``,
     on groups in which every row sharing a ``spread`` value meets instead: an exchange by a hash
-    of ``spread`` into buckets of about half a million rows, so no task holds much more however big the
+    of ``spread`` into buckets of about a million rows, so no task holds much more however big the
     window. A window of at most ``LOCAL_ROWS`` rows is one block, read and judged here, and
     ``ray_cluster`` (``None``: Ray is up) is started only for a bigger one."""
     if not backend.exists(contract):
