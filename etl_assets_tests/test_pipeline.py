@@ -450,7 +450,8 @@ def test_days_split_into_buckets_give_the_same_tables_as_whole_days(
 ):
     """The paths taken by big days (a day judged in buckets by order id, metrics and customers
     exchanged in many buckets, reads in several tasks) give every table exactly as the whole-day
-    path does on the sample's small days (which equal DuckDB, above); the checks still pass."""
+    path does on the sample's small days (which equal DuckDB, above); the checks still pass. The
+    window's split days share one exchange, holding every day's buckets."""
     from etl_assets import ray_steps
     from etl_assets.sources import orders_lake
     from etl_assets.warehouse import delta
@@ -459,9 +460,19 @@ def test_days_split_into_buckets_give_the_same_tables_as_whole_days(
     monkeypatch.setattr(orders_lake, "BUCKET_ROWS", 150)
     monkeypatch.setattr(ray_steps, "BUCKET_ROWS", 100)
     monkeypatch.setattr(delta, "READ_ROWS", 200)
+    exchanged = []  # the bucket count of each exchange the lake read builds
+    real_exchange = orders_lake.exchange
+    monkeypatch.setattr(
+        orders_lake, "exchange", lambda *args: exchanged.append(args[1]) or real_exchange(*args)
+    )
+    days = [day(i) for i in range(SAMPLE_DAYS)]
+    lake = orders_lake.inspect_days(str(sample_dir / "sources" / "lake" / "orders"), days)
+    rows_per_day = {x.day: x.rows for x in lake}
+    assert len(rows_per_day) == SAMPLE_DAYS and min(rows_per_day.values()) > 150
     warehouse = tmp_path / "warehouse"
     result = run_window(sample_dir, warehouse, day(0), day(SAMPLE_DAYS - 1))
     assert result.success
+    assert exchanged == [sum(-(-rows // 150) for rows in rows_per_day.values())]
     failed = [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
     assert all(e.severity.value == "WARN" for e in result.get_asset_check_evaluations() if not e.passed), (
         failed

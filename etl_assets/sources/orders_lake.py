@@ -103,6 +103,7 @@ PIECES = pa.schema(
         ("row_groups", pa.list_(pa.int64())),
         ("day", pa.date32()),
         ("buckets", pa.int64()),
+        ("first_bucket", pa.int64()),
     ]
 )
 
@@ -129,17 +130,25 @@ def _with_day(table: pa.Table, day: date) -> pa.Table:
 
 
 def _split_pieces(batch: pa.Table) -> pa.Table:
-    """Runs in a Ray task: some row groups of lake files, each row tagged with its day's bucket."""
+    """Runs in a Ray task: some row groups of lake files, each row tagged with its day's bucket
+    (numbered after the buckets of the days before it in the exchange)."""
     tables = []
     for piece in batch.to_pylist():
         table = _with_day(_read_lake_file(piece["location"], piece["row_groups"]), piece["day"])
-        tables.append(sorted_into_buckets(table, hash_buckets(table.column("order_id"), piece["buckets"])))
+        bucket = piece["first_bucket"] + hash_buckets(table.column("order_id"), piece["buckets"])
+        tables.append(sorted_into_buckets(table, bucket))
     return pa.concat_tables(tables)
 
 
-def _pieces(day: LakeDay, buckets: int) -> list[dict]:
+def _pieces(day: LakeDay, buckets: int, first_bucket: int) -> list[dict]:
     return [
-        {"location": location, "row_groups": run, "day": day.day, "buckets": buckets}
+        {
+            "location": location,
+            "row_groups": run,
+            "day": day.day,
+            "buckets": buckets,
+            "first_bucket": first_bucket,
+        }
         for location, groups in zip(day.files, day.row_groups)
         for run in runs(groups, PIECE_ROWS)
     ]
@@ -192,13 +201,8 @@ def read_orders_days(days: Sequence[LakeDay], transform: DayTransform) -> ray.da
     """
     buckets_of = buckets_per_day(days, cluster_cpus())
     whole = [day for day, buckets in zip(days, buckets_of, strict=True) if buckets == 1]
-    # One exchange per split day (a day's pieces split only into that day's buckets); the days of
-    # one bucket are read whole in groups, in one execution, rather than one exchange each.
-    parts = [
-        _exchanged_day(day, buckets, transform)
-        for day, buckets in zip(days, buckets_of, strict=True)
-        if buckets > 1
-    ]
+    split = [(day, buckets) for day, buckets in zip(days, buckets_of, strict=True) if buckets > 1]
+    parts = [_exchanged_days(split, transform)] if split else []
     if whole or not parts:
         parts.append(_whole_days(whole, transform))
     return union(parts)
@@ -217,9 +221,17 @@ def _whole_days(days: Sequence[LakeDay], transform: DayTransform) -> ray.data.Da
     return map_blocks(from_tables(groups), partial(_read_days, transform=transform))
 
 
-def _exchanged_day(day: LakeDay, buckets: int, transform: DayTransform) -> ray.data.Dataset:
-    table = pa.Table.from_pylist(_pieces(day, buckets), schema=PIECES)
+def _exchanged_days(days: Sequence[tuple[LakeDay, int]], transform: DayTransform) -> ray.data.Dataset:
+    """The split days, each with its number of buckets, in one exchange: a day's buckets are
+    numbered after those of the days before it, so a bucket still holds one day's rows. An
+    exchange per day ran its map side as a Ray execution of its own, one day after another: in a
+    30-day window of 1M-order days, `orders` took 42 s against 19 s for one day of 30M."""
+    pieces, first_bucket = [], 0
+    for day, buckets in days:
+        pieces += _pieces(day, buckets, first_bucket)
+        first_bucket += buckets
+    table = pa.Table.from_pylist(pieces, schema=PIECES)
     tagged = map_blocks(
         from_tables([table.slice(i, 1) for i in range(table.num_rows)]), _split_pieces, batch_size=1
     )
-    return exchange(tagged, buckets, ignore_bucket(transform))
+    return exchange(tagged, first_bucket, ignore_bucket(transform))
