@@ -147,8 +147,8 @@ def _summed(runs: list[tuple[float, dict]]) -> tuple[float, dict]:
 
 def measure(orders_per_day: int, days: int, customers: int, repeats: int, work: Path) -> dict:
     """The three ways of loading ``days`` days of ``orders_per_day`` orders, taking turns
-    ``repeats`` times on the running Ray, after one untimed one-day run (it warms the workers and
-    the page cache for this size's files)."""
+    ``repeats`` times on the running Ray, after one untimed one-day run (it warms the workers; the
+    30-day sample's files are first read by the first timed single run)."""
     total = days * orders_per_day
     spread = sample(work / f"backfill_{days}x{orders_per_day}", orders_per_day, customers, days)
     one = sample(work / f"backfill_1x{total}", total, customers, 1)
@@ -184,7 +184,7 @@ def measure(orders_per_day: int, days: int, customers: int, repeats: int, work: 
         # Of each best run, from its event log (separate_runs: summed over its runs).
         "split_of_best_run": {name: splits[name][runs[name].index(best[name])] for name in plans},
         "ratio_to_one_day": ratios,
-        "single_run_within_target": ratios["single_run_backfill"] <= TARGET_RATIO,
+        "single_run_within_target": best["single_run_backfill"] <= TARGET_RATIO * best["one_day"],
     }
 
 

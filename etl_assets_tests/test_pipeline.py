@@ -486,6 +486,65 @@ def test_days_split_into_buckets_give_the_same_tables_as_whole_days(
         pd.testing.assert_frame_equal(whole[name], split[name], check_exact=True, obj=name)
 
 
+def test_split_days_sharing_an_exchange_keep_their_buckets_apart(sample_dir):
+    """Rows of each day of a shared exchange get that day's own range of bucket numbers, starting
+    after the buckets of the days before it: no bucket mixes two days."""
+    from etl_assets.ray_steps import BUCKET
+    from etl_assets.sources import orders_lake
+
+    days = [day(i) for i in range(3)]
+    lake = orders_lake.inspect_days(str(sample_dir / "sources" / "lake" / "orders"), days)
+    counts, pieces, first = [3, 2, 4], [], 0
+    for lake_day, buckets in zip(lake, counts, strict=True):
+        pieces += orders_lake._pieces(lake_day, buckets, first)
+        first += buckets
+    tagged = orders_lake._split_pieces(pa.Table.from_pylist(pieces, schema=orders_lake.PIECES))
+    assert tagged.num_rows == sum(x.rows for x in lake)
+    frame = tagged.select(["order_date", BUCKET]).to_pandas()
+    seen = frame.groupby("order_date")[BUCKET].agg(["min", "max", "nunique"])
+    starts = [0, 3, 5]
+    for i, lake_day in enumerate(lake):
+        row = seen.loc[lake_day.day]
+        assert (row["min"], row["max"], row["nunique"]) == (starts[i], starts[i] + counts[i] - 1, counts[i])
+
+
+def test_a_window_of_many_split_days_shares_exchanges_of_bounded_buckets(
+    sample_dir, full_warehouse, tmp_path, monkeypatch
+):
+    """Consecutive split days share an exchange up to ``EXCHANGE_BUCKETS_MOST`` buckets, then
+    start the next; the tables are those of the whole-day read."""
+    from etl_assets import definitions as d
+    from etl_assets.sources import orders_lake
+
+    monkeypatch.setattr(orders_lake, "BUCKET_ROWS", 150)
+    monkeypatch.setattr(orders_lake, "EXCHANGE_BUCKETS_MOST", 10)
+    days = [day(i) for i in range(SAMPLE_DAYS)]
+    lake = orders_lake.inspect_days(str(sample_dir / "sources" / "lake" / "orders"), days)
+    per_day = [-(-x.rows // 150) for x in lake]
+    assert all(3 <= b <= 10 for b in per_day)  # every day split, and fits an exchange alone
+    exchanged = []
+    real_exchange = orders_lake.exchange
+    monkeypatch.setattr(
+        orders_lake, "exchange", lambda *args: exchanged.append(args[1]) or real_exchange(*args)
+    )
+    split = tmp_path / "split"
+    assert run_window(sample_dir, split, days[0], days[-1], [d.orders_and_rejects], with_checks=False).success
+    # Days in order, each exchange taking days until the next would pass 10 buckets.
+    wanted, held = [], None
+    for buckets in per_day:
+        if held is None or held + buckets > 10:
+            wanted.append(0)
+            held = 0
+        wanted[-1] += buckets
+        held += buckets
+    assert exchanged == wanted and len(wanted) > 1
+    names = ["orders", "orders_rejects"]
+    whole, got = snapshot(full_warehouse, names), snapshot(split, names)
+    for name in names:
+        assert len(whole[name]) > 0
+        pd.testing.assert_frame_equal(whole[name], got[name], check_exact=True, obj=name)
+
+
 def test_a_lone_day_with_rows_enough_is_judged_on_every_cpu(sample_dir, tmp_path, monkeypatch):
     """A one-day window whose day fits in one bucket but holds twice ``SPLIT_ROWS`` rows is split
     into one bucket per CPU (the session's Ray has two), where reading it whole would leave a CPU
