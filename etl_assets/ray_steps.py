@@ -60,6 +60,13 @@ BUCKET = "__bucket"
 BUCKET_ROWS = 1_000_000
 
 
+# Buckets one exchange of a window's days takes at most (a day of more is an exchange of its own).
+# Each map-side file records where every bucket of its exchange starts, and every bucket's task
+# reads that whole list: with all of a window's buckets in one exchange the lists would grow with
+# the window's days times its buckets (a month of 100M-order days: 3,000 pieces x 3,000 buckets).
+EXCHANGE_BUCKETS_MOST = 64
+
+
 def buckets_for(rows: int) -> int:
     """Buckets for an exchange of ``rows`` rows: one per ``BUCKET_ROWS``, and at least one per CPU
     so every core has a bucket to work on."""

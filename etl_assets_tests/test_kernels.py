@@ -12,6 +12,7 @@ import pytest
 
 from etl_assets.contracts import CUSTOMERS, ORDERS, conform
 from etl_assets.contracts.validation import repeated_keys, spread_lists
+from etl_assets.day_buckets import DayBuckets, day_buckets
 from etl_assets.sizing import runs
 from etl_assets.sources.orders_lake import BUCKET_ROWS, SPLIT_ROWS, LakeDay, buckets_per_day
 from etl_assets.transforms.check_partials import KEY_SAMPLE_ROWS, key_order, key_tally, merged
@@ -186,3 +187,54 @@ def test_key_tallies_of_buckets_merged_in_any_order_count_null_keys_as_pandas_do
         assert found[value]["repeated"] == len(rows)
         assert [json.loads(s) for s in found[value]["samples"]] == first
     assert set(found) == set(repeated["day"])
+
+
+def _own(*counts: int) -> list[tuple[int, int]]:
+    """Days with buckets of their own: each day's (first bucket, buckets)."""
+    firsts = np.concatenate([[0], np.cumsum(counts)[:-1]]).tolist()
+    return list(zip(firsts, counts, strict=True))
+
+
+@pytest.mark.parametrize(
+    "rows, cpus, most, wanted",
+    [
+        # A month of 1M-order days: a bucket (a file) a day.
+        ([1_000_000] * 30, 2, 64, [_own(*[1] * 30)]),
+        # A month of 10,000-order days on two CPUs: 15 days to a bucket, a bucket per CPU.
+        ([10_000] * 30, 2, 64, [[(0, 1)] * 15 + [(1, 1)] * 15]),
+        ([100_000] * 30, 2, 64, [[(0, 1)] * 10 + [(1, 1)] * 10 + [(2, 1)] * 10]),
+        ([1_000], 2, 64, [[(0, 2)]]),  # a lone small day: a bucket per CPU
+        ([10_000] * 3, 2, 64, [_own(1, 1, 1)]),  # two would pass the window's half
+        ([2_500_000, 0, None], 2, 64, [[(0, 3), (3, 1), (3, 1)]]),  # by the day's rows; none: none
+        ([30_000_000], 2, 64, [[(0, 30)]]),
+        ([5_000_000, 3_000_000, 4_000_000, 70_000_000], 2, 8, [_own(5, 3), _own(4), _own(70)]),
+    ],
+)
+def test_day_buckets_give_each_big_day_buckets_of_its_own_and_pack_small_days(rows, cpus, most, wanted):
+    days = [datetime(2024, 1, 1 + i).date() for i in range(len(rows))]
+    counts = {d.isoformat(): n for d, n in zip(days, rows, strict=True) if n is not None}
+    layouts = day_buckets(days, counts, cpus, 1_000_000, most)
+    assert [list(zip(layout.first, layout.counts, strict=True)) for layout in layouts] == wanted
+    assert [d for layout in layouts for d in layout.days] == days
+    assert [layout.buckets for layout in layouts] == [max(f + c for f, c in w) for w in wanted]
+
+
+def test_day_buckets_put_a_day_in_its_buckets_and_a_key_in_one_of_them():
+    days = tuple(datetime(2024, 1, 1 + i).date() for i in range(3))
+    layout = DayBuckets(days, (0, 3, 4), (3, 1, 4))
+    rng = np.random.default_rng(5)
+    day_of_row = rng.integers(0, 3, 5_000)
+    keys = rng.integers(0, 400, 5_000)
+    frame = pd.DataFrame({"day": day_of_row, "key": keys})
+    frame["bucket"] = layout.of(pa.array([days[i] for i in day_of_row], pa.date32()), pa.array(keys))
+    ranges = frame.groupby("day")["bucket"].agg(["min", "max", "nunique"])
+    assert ranges.values.tolist() == [[0, 2, 3], [3, 3, 1], [4, 7, 4]]
+    assert (frame.groupby(["day", "key"])["bucket"].nunique() == 1).all()
+    shared = DayBuckets(days, (0, 0, 1), (1, 1, 2))  # the first two days packed in one bucket
+    frame["bucket"] = shared.of(pa.array([days[i] for i in day_of_row], pa.date32()), pa.array(keys))
+    assert frame.groupby("day")["bucket"].agg(["min", "max"]).values.tolist() == [[0, 0], [0, 0], [1, 2]]
+    with pytest.raises(
+        ValueError,
+        match=r"outside the exchange's days 2024-01-01\.\.2024-01-03: 2024-01-09$",
+    ):
+        layout.of(pa.array([datetime(2024, 1, 9).date()], pa.date32()), pa.array([1]))

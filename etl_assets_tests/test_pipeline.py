@@ -508,6 +508,19 @@ def test_split_days_sharing_an_exchange_keep_their_buckets_apart(sample_dir):
         assert (row["min"], row["max"], row["nunique"]) == (starts[i], starts[i] + counts[i] - 1, counts[i])
 
 
+def _exchanges(buckets_per_day, most: int) -> list[int]:
+    """The bucket count of each exchange when days, in order, share one until the next day would
+    carry it past ``most`` buckets."""
+    wanted, held = [], None
+    for buckets in buckets_per_day:
+        if held is None or held + buckets > most:
+            wanted.append(0)
+            held = 0
+        wanted[-1] += buckets
+        held += buckets
+    return wanted
+
+
 def test_a_window_of_many_split_days_shares_exchanges_of_bounded_buckets(
     sample_dir, full_warehouse, tmp_path, monkeypatch
 ):
@@ -529,20 +542,64 @@ def test_a_window_of_many_split_days_shares_exchanges_of_bounded_buckets(
     )
     split = tmp_path / "split"
     assert run_window(sample_dir, split, days[0], days[-1], [d.orders_and_rejects], with_checks=False).success
-    # Days in order, each exchange taking days until the next would pass 10 buckets.
-    wanted, held = [], None
-    for buckets in per_day:
-        if held is None or held + buckets > 10:
-            wanted.append(0)
-            held = 0
-        wanted[-1] += buckets
-        held += buckets
+    wanted = _exchanges(per_day, 10)
     assert exchanged == wanted and len(wanted) > 1
     names = ["orders", "orders_rejects"]
     whole, got = snapshot(full_warehouse, names), snapshot(split, names)
     for name in names:
         assert len(whole[name]) > 0
         pd.testing.assert_frame_equal(whole[name], got[name], check_exact=True, obj=name)
+
+
+def _files_per_day(warehouse, name: str, column: str) -> Counter:
+    files = pa.table(DeltaTable(str(warehouse / name)).get_add_actions(flatten=True)).to_pydict()
+    return Counter(str(v) for v in files[f"partition.{column}"])
+
+
+def test_daily_metrics_are_exchanged_in_buckets_of_one_day(sample_dir, full_warehouse, tmp_path, monkeypatch):
+    """Each day of the window gets metrics buckets of its own, one per ``BUCKET_ROWS`` of its
+    customer orders, so the table has a file per non-empty bucket (the 7-day run: one per day)
+    rather than one per bucket per day; days past an exchange's ``EXCHANGE_BUCKETS_MOST`` buckets
+    start the next exchange. The table is the default layout's (which equals DuckDB, above)."""
+    from etl_assets import definitions as d
+    from etl_assets import ray_steps
+    from etl_assets.assets import marts
+    from etl_assets.transforms.common import hash_buckets
+
+    days = [day(i).isoformat() for i in range(SAMPLE_DAYS)]
+    assert _files_per_day(full_warehouse, DAILY_CUSTOMER_METRICS.name, "metric_date") == dict.fromkeys(
+        days, 1
+    )
+
+    monkeypatch.setattr(ray_steps, "BUCKET_ROWS", 100)
+    monkeypatch.setattr(ray_steps, "EXCHANGE_BUCKETS_MOST", 10)
+    exchanged = []  # the bucket count of each exchange the metrics build
+    real_exchange = marts.exchange
+    monkeypatch.setattr(marts, "exchange", lambda *args: exchanged.append(args[1]) or real_exchange(*args))
+    warehouse = tmp_path / "warehouse"
+    shutil.copytree(full_warehouse, warehouse)
+    shutil.rmtree(warehouse / DAILY_CUSTOMER_METRICS.name)
+    assert run_window(
+        sample_dir, warehouse, day(0), day(SAMPLE_DAYS - 1), [d.daily_customer_metrics], with_checks=False
+    ).success
+
+    orders = read_table(full_warehouse, CUSTOMER_ORDERS.name)
+    orders["order_date"] = orders["order_date"].astype(str)
+    per_day = {d_: -(-int((orders["order_date"] == d_).sum()) // 100) for d_ in days}
+    assert all(2 <= b <= 10 for b in per_day.values())  # several buckets a day, each day fits 10
+    wanted = _exchanges(per_day.values(), 10)
+    assert exchanged == wanted and len(wanted) > 1
+    # A day's customers fall in its buckets by a hash of their id: a file per bucket they fill.
+    filled = {
+        d_: len(set(hash_buckets(pa.array(orders.loc[orders["order_date"] == d_, "customer_id"]), b)))
+        for d_, b in per_day.items()
+    }
+    assert _files_per_day(warehouse, DAILY_CUSTOMER_METRICS.name, "metric_date") == filled
+    assert sum(filled.values()) > 2 * SAMPLE_DAYS
+    name = DAILY_CUSTOMER_METRICS.name
+    whole, got = snapshot(full_warehouse, [name])[name], snapshot(warehouse, [name])[name]
+    assert len(whole) > 0
+    pd.testing.assert_frame_equal(whole, got, check_exact=True, obj=name)
 
 
 def test_a_lone_day_with_rows_enough_is_judged_on_every_cpu(sample_dir, tmp_path, monkeypatch):

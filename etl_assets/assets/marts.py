@@ -3,19 +3,21 @@
 import dagster as dg
 import pyarrow as pa
 
+from etl_assets import ray_steps
 from etl_assets.assets.common import DAILY_MART_FRESHNESS, DAILY_RAY_ASSET, RAY_KINDS, source_failures
 from etl_assets.assets.customers import customers
 from etl_assets.assets.metadata import definition_metadata, materialize_result, same_columns
 from etl_assets.contracts import CUSTOMER_ORDERS, CUSTOMERS, DAILY_CUSTOMER_METRICS, ORDERS
+from etl_assets.day_buckets import bucketed_by_day, day_buckets
 from etl_assets.partitions import window_days
 from etl_assets.ray_steps import (
     broadcast_join,
-    bucketed,
-    buckets_for,
+    cluster_cpus,
     exchange,
     ignore_bucket,
     map_blocks,
     timed,
+    union,
 )
 from etl_assets.resources import RayResource, WarehouseResource
 from etl_assets.transforms.customer_orders import (
@@ -85,17 +87,33 @@ def daily_customer_metrics(
     """Per `metric_date, customer_id, customer_segment` (segment at order time; null for orphan
     orders): `total_spend = sum(order_amount)`, `order_count = count(order_id)`,
     `avg_order_value = mean(order_amount)`. Each block is aggregated where it lies; only the
-    small partial sums are exchanged by customer."""
+    small partial sums are exchanged, by day and customer, a day's customers in buckets of its
+    own (one file per bucket)."""
     days = window_days(context)
     backend = warehouse.backend()
     columns = ["order_date", "customer_id", "customer_segment", "order_amount"]
     with source_failures(), timed() as timer:
-        buckets = buckets_for(backend.window_row_count(CUSTOMER_ORDERS, days))
-        partials = map_blocks(
-            backend.read(CUSTOMER_ORDERS, days, columns),
-            bucketed(partial_daily_metrics, "customer_id", buckets),
+        # A bucket per day (or more for a big day), so the table gets a file per bucket.
+        layouts = day_buckets(
+            days,
+            backend.partition_row_counts(CUSTOMER_ORDERS, days),
+            cluster_cpus(),
+            ray_steps.BUCKET_ROWS,
+            ray_steps.EXCHANGE_BUCKETS_MOST,
         )
-        metrics = exchange(partials, buckets, ignore_bucket(combine_daily_metrics))
+        metrics = union(
+            [
+                exchange(
+                    map_blocks(
+                        backend.read(CUSTOMER_ORDERS, layout.days, columns),
+                        bucketed_by_day(partial_daily_metrics, "metric_date", "customer_id", layout),
+                    ),
+                    layout.buckets,
+                    ignore_bucket(combine_daily_metrics),
+                )
+                for layout in layouts
+            ]
+        )
         result = backend.replace_window(metrics, [DAILY_CUSTOMER_METRICS], days).tables[
             DAILY_CUSTOMER_METRICS.name
         ]

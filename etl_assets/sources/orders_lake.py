@@ -25,6 +25,7 @@ from etl_assets.contracts.drift import schema_drift
 from etl_assets.contracts.validation import repeated
 from etl_assets.ray_steps import (
     BUCKET_ROWS,
+    EXCHANGE_BUCKETS_MOST,
     cluster_cpus,
     exchange,
     from_tables,
@@ -223,13 +224,6 @@ def _whole_days(days: Sequence[LakeDay], transform: DayTransform) -> ray.data.Da
         for group in _day_groups(days)
     ]
     return map_blocks(from_tables(groups), partial(_read_days, transform=transform))
-
-
-# Buckets of split days one exchange takes at most (a day of more is an exchange of its own). Each
-# piece's file records where every bucket of its exchange starts, and every bucket's task reads
-# that whole list: with all of a window's buckets in one exchange the lists would grow with the
-# window's days times its buckets (a month of 100M-order days: 3,000 pieces x 3,000 buckets).
-EXCHANGE_BUCKETS_MOST = 64
 
 
 def _exchanged_days(days: Sequence[tuple[LakeDay, int]], transform: DayTransform) -> ray.data.Dataset:

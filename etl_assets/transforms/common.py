@@ -27,10 +27,11 @@ def utc_date(column: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
     return pc.cast(pc.cast(column, pa.timestamp("us")), pa.date32())
 
 
-def hash_buckets(column: pa.ChunkedArray | pa.Array, buckets: int) -> np.ndarray:
+def hash_buckets(column: pa.ChunkedArray | pa.Array, buckets: int | np.ndarray) -> np.ndarray:
     """Each row's bucket in ``range(buckets)`` by a hash of its value; every null in bucket 0.
-    Integers get a multiplicative hash (ids often come in strides a plain modulo would pile into
-    few buckets); other types polars' hash."""
+    ``buckets`` may also be an array, a count for each row. Integers get a multiplicative hash
+    (ids often come in strides a plain modulo would pile into few buckets); other types polars'
+    hash."""
     if pa.types.is_integer(column.type):
         values = pc.fill_null(column, 0).to_numpy(zero_copy_only=False).astype(np.uint64)
         with np.errstate(over="ignore"):
@@ -38,7 +39,7 @@ def hash_buckets(column: pa.ChunkedArray | pa.Array, buckets: int) -> np.ndarray
     else:
         series = pl.from_arrow(column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column)
         hashed = np.where(series.is_null().to_numpy(), np.uint64(0), series.hash(seed=0).to_numpy())
-    return (hashed % np.uint64(buckets)).astype(np.int64)
+    return (hashed % np.asarray(buckets, np.uint64)).astype(np.int64)
 
 
 def cents_text(total: object) -> str:
