@@ -59,10 +59,14 @@ def day_buckets(
 ) -> list[DayBuckets]:
     """The window's days (``rows_per_day`` by ISO day; a day missing from it counts none) in
     exchanges of at most ``most`` buckets. A bucket takes about ``bucket_rows`` rows, or the
-    window's rows over ``cpus`` when that is less, so every CPU has a bucket: consecutive days
-    that fit together share one; a day of more has buckets of its own. A day of more than ``most``
-    buckets is an exchange of its own."""
-    rows = [rows_per_day.get(d.isoformat(), 0) for d in days]
+    window's rows over ``cpus`` when that is less, so every CPU gets a bucket when the window's
+    days can be divided so: consecutive days that fit together share one; a day of more has
+    buckets of its own. A day of more than ``most`` buckets is an exchange of its own. Each
+    exchange reads its days and runs its map side by itself, one after another: a long window of
+    big days (a year of 10M-order days: about 58 exchanges) pays that once per exchange."""
+    if not days:
+        raise ValueError("an exchange laid out by day needs at least one day")
+    rows = [rows_per_day.get(d.isoformat()) or 0 for d in days]
     size = max(1, min(bucket_rows, -(-sum(rows) // cpus)))
     groups = runs(rows, size)
     buckets_of = [max(1, -(-sum(rows[i] for i in group) // size)) for group in groups]

@@ -219,6 +219,15 @@ def test_day_buckets_give_each_big_day_buckets_of_its_own_and_pack_small_days(ro
     assert [layout.buckets for layout in layouts] == [max(f + c for f, c in w) for w in wanted]
 
 
+def test_day_buckets_take_an_unknown_count_as_none_and_refuse_no_day():
+    days = [datetime(2024, 1, 1).date(), datetime(2024, 1, 2).date()]
+    # A file without its row count (a Delta add action without numRecords) sums to None.
+    (layout,) = day_buckets(days, {"2024-01-01": 3_000_000, "2024-01-02": None}, 2, 1_000_000, 64)
+    assert list(zip(layout.first, layout.counts, strict=True)) == [(0, 3), (3, 1)]
+    with pytest.raises(ValueError, match="at least one day"):
+        day_buckets([], {}, 2, 1_000_000, 64)
+
+
 def test_day_buckets_put_a_day_in_its_buckets_and_a_key_in_one_of_them():
     days = tuple(datetime(2024, 1, 1 + i).date() for i in range(3))
     layout = DayBuckets(days, (0, 3, 4), (3, 1, 4))

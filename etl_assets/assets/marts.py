@@ -87,13 +87,14 @@ def daily_customer_metrics(
     """Per `metric_date, customer_id, customer_segment` (segment at order time; null for orphan
     orders): `total_spend = sum(order_amount)`, `order_count = count(order_id)`,
     `avg_order_value = mean(order_amount)`. Each block is aggregated where it lies; only the
-    small partial sums are exchanged, by day and customer, a day's customers in buckets of its
-    own (one file per bucket)."""
+    small partial sums are exchanged, by day and customer: a big day's customers in buckets of
+    its own, consecutive small days sharing one, so the table gets a file per bucket of a big day
+    and one per small day."""
     days = window_days(context)
     backend = warehouse.backend()
     columns = ["order_date", "customer_id", "customer_segment", "order_amount"]
     with source_failures(), timed() as timer:
-        # A bucket per day (or more for a big day), so the table gets a file per bucket.
+        # Buckets by day (``day_buckets``): one file per bucket of a big day, one per small day.
         layouts = day_buckets(
             days,
             backend.partition_row_counts(CUSTOMER_ORDERS, days),
