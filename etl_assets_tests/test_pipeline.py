@@ -552,6 +552,7 @@ def test_a_window_of_many_split_days_shares_exchanges_of_bounded_buckets(
 
 
 def _files_per_day(warehouse, name: str, column: str) -> Counter:
+    """Files of a Delta table per value of its partition column, from its log."""
     files = pa.table(DeltaTable(str(warehouse / name)).get_add_actions(flatten=True)).to_pydict()
     return Counter(str(v) for v in files[f"partition.{column}"])
 
@@ -648,8 +649,7 @@ def test_in_a_window_only_the_days_over_a_bucket_are_exchanged(sample_dir, tmp_p
     )
     split = tmp_path / "split"
     assert run_window(sample_dir, split, days[0], days[-1], [d.orders_and_rejects], with_checks=False).success
-    files = pa.table(DeltaTable(str(split / "orders")).get_add_actions(flatten=True)).to_pydict()
-    per_day = Counter(str(v) for v in files["partition.order_date"])
+    per_day = _files_per_day(split, "orders", "order_date")
     assert per_day == {str(x): (2 if x == biggest else 1) for x in days}
     assert exchanged == [2]  # the small days went by no exchange of their own
     names = ["orders", "orders_rejects"]
