@@ -14,7 +14,8 @@ its checks, its warm workers), so each target can be weighed against its floor:
   variant: the in-memory instance (what ``backfill.py`` uses), SQLite under a ``DAGSTER_HOME``
   (what ``make dev`` and ``make demo`` use), SQLite with one "planned" event per asset instead
   of one per partition (``DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS``; Dagster then no
-  longer marks a failed run's partitions failed), and with ``--postgres-url`` PostgreSQL (a
+  longer marks a failed run's partitions failed), SQLite with Dagster's consolidated event log
+  (``ConsolidatedSqliteEventLogStorage``: one WAL-mode file), and with ``--postgres-url`` PostgreSQL (a
   database of its own, wiped before each run; needs dagster-postgres), with and without
   ``DAGSTER_EVENT_BATCH_SIZE`` (materializations then go in batches), and batched with one
   "planned" event per asset. The real one-day run of 300,000 orders is timed in the same process;
@@ -52,9 +53,9 @@ import dagster as dg
 import psutil
 import ray
 import ray.data
-import yaml
 
 from benchmarks import backfill
+from benchmarks.instance_config import write_instance_yaml
 from benchmarks.machine import machine
 from benchmarks.private_ray import private_ray
 from benchmarks.rss import Peak, rss_and_count_by_name, tree_memory
@@ -167,7 +168,7 @@ class Variant:
     """An instance storage, and the Dagster settings (of ``EVENT_SETTINGS``) a run on it goes with."""
 
     name: str
-    storage: str  # memory, sqlite or postgres
+    storage: str  # memory, sqlite, sqlite_consolidated or postgres
     settings: tuple[tuple[str, str], ...] = ()
 
 
@@ -180,6 +181,8 @@ PLANNED_SUBSET = ("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "true")
 # "planned" events and check evaluations are still written one by one.
 BATCHED = ("DAGSTER_EVENT_BATCH_SIZE", "1000")
 SQLITE_PLANNED_SUBSET = Variant("sqlite_planned_subset", "sqlite", (PLANNED_SUBSET,))
+# Dagster's consolidated SQLite event log: one file in WAL mode, each event written once.
+SQLITE_CONSOLIDATED = Variant("sqlite_consolidated", "sqlite_consolidated")
 POSTGRES = Variant("postgres", "postgres")
 POSTGRES_BATCHED = Variant("postgres_batched", "postgres", (BATCHED,))
 POSTGRES_BATCHED_PLANNED_SUBSET = Variant(
@@ -192,10 +195,9 @@ def _instance(variant: Variant, home: Path, postgres_url: str | None) -> dg.Dags
     the same empty history, as the in-memory and SQLite instances do."""
     if variant.storage == "memory":
         return dg.DagsterInstance.ephemeral()
-    config = yaml.safe_load((REPO / "dagster.yaml").read_text())
-    if variant.storage == "postgres":
-        config["storage"] = {"postgres": {"postgres_url": postgres_url}}
-    (home / "dagster.yaml").write_text(yaml.safe_dump(config))
+    extra = {"storage": {"postgres": {"postgres_url": postgres_url}}} if variant.storage == "postgres" else {}
+    event_log = "consolidated" if variant.storage == "sqlite_consolidated" else "sharded"
+    write_instance_yaml(home, event_log, extra)
     instance = dg.DagsterInstance.from_config(str(home))
     if variant.storage == "postgres":
         instance.wipe()
@@ -444,7 +446,7 @@ def main() -> None:
         print(f"  idle_tree: {json.dumps(idle)}", flush=True)
         one_day = real_one_day(args.repeats)
         print(f"  real one-day run: {one_day:.2f} s", flush=True)
-    variants = [MEMORY, SQLITE, SQLITE_PLANNED_SUBSET]
+    variants = [MEMORY, SQLITE, SQLITE_PLANNED_SUBSET, SQLITE_CONSOLIDATED]
     if args.postgres_url:
         variants += [POSTGRES, POSTGRES_BATCHED, POSTGRES_BATCHED_PLANNED_SUBSET]
     events = dagster_events(reporting_graph(), variants, args.postgres_url, args.repeats)

@@ -7,6 +7,7 @@ import dagster as dg
 from benchmarks import backfill
 from benchmarks.backfill import range_tags
 from benchmarks.floors import reporting_graph
+from benchmarks.instance_config import EVENT_LOGS, write_instance_yaml
 from etl_assets.definitions import defs
 from etl_assets_tests.expected import DAILY_TABLES
 
@@ -75,3 +76,33 @@ def test_reporting_graph_records_one_result_per_partition():
     assert {key: sorted(p, key=str) for key, p in evaluated.items()} == {
         key: DAYS if real.get(key).partitions_def else [None] for key in checks
     }
+
+
+def test_the_consolidated_event_log_records_what_the_default_records(tmp_path):
+    """``fixed_cost`` and ``floors`` weigh Dagster's consolidated SQLite event log against the
+    default: the same run must record the same events on both, the consolidated one in one file."""
+    recorded = {}
+    for event_log in EVENT_LOGS:
+        home = tmp_path / event_log
+        write_instance_yaml(home, event_log)
+        instance = dg.DagsterInstance.from_config(str(home))
+        try:
+            result = dg.materialize(reporting_graph(), instance=instance, tags=range_tags(0, len(DAYS) - 1))
+            assert result.success
+            recorded[event_log] = sorted(
+                (entry.dagster_event_type.value, entry.step_key or "", str(entry.dagster_event.partition))
+                for entry in instance.all_logs(result.run_id)
+                if entry.dagster_event
+            )
+            storage = type(instance.event_log_storage).__name__
+        finally:
+            instance.dispose()
+        if event_log == "consolidated":
+            assert storage == "ConsolidatedSqliteEventLogStorage"
+            assert (home / "history" / "event_log.db").is_file()
+            assert not (home / "history" / "runs").exists()
+        else:
+            assert storage == "SqliteEventLogStorage"
+            assert (home / "history" / "runs" / f"{result.run_id}.db").is_file()
+    assert recorded["consolidated"] == recorded["sharded"]
+    assert len(recorded["sharded"]) > 100
