@@ -18,6 +18,9 @@ def write_instance_yaml(home: Path, event_log: str = "sharded", extra: dict | No
     ``home/history`` (runs and schedules stay where Dagster's default SQLite puts them)."""
     if event_log not in EVENT_LOGS:
         raise ValueError(f"event_log={event_log!r} is not one of {EVENT_LOGS}")
+    if event_log == "consolidated" and "storage" in (extra or {}):
+        # Dagster ignores ``storage`` once ``event_log_storage`` is set: it would run on SQLite.
+        raise ValueError("the consolidated event log is SQLite's: it cannot go with another storage")
     config = yaml.safe_load((REPO / "dagster.yaml").read_text())
     config.update(extra or {})
     if event_log == "consolidated":

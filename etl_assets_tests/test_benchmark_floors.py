@@ -6,7 +6,8 @@ import dagster as dg
 
 from benchmarks import backfill
 from benchmarks.backfill import range_tags
-from benchmarks.floors import reporting_graph
+from benchmarks.fixed_cost import timeline
+from benchmarks.floors import SQLITE_CONSOLIDATED, _instance, reporting_graph
 from benchmarks.instance_config import EVENT_LOGS, write_instance_yaml
 from etl_assets.definitions import defs
 from etl_assets_tests.expected import DAILY_TABLES
@@ -106,3 +107,25 @@ def test_the_consolidated_event_log_records_what_the_default_records(tmp_path):
             assert (home / "history" / "runs" / f"{result.run_id}.db").is_file()
     assert recorded["consolidated"] == recorded["sharded"]
     assert len(recorded["sharded"]) > 100
+    # floors' variant is that event log, not the default under another name.
+    variant = _instance(SQLITE_CONSOLIDATED, tmp_path / "floors_home", None)
+    try:
+        assert type(variant.event_log_storage).__name__ == "ConsolidatedSqliteEventLogStorage"
+    finally:
+        variant.dispose()
+
+
+def test_the_timeline_splits_a_run_from_its_events():
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize(reporting_graph(), instance=instance, tags=range_tags(0, len(DAYS) - 1))
+    events = instance.all_logs(result.run_id)
+    created = instance.get_run_record_by_id(result.run_id).create_timestamp.timestamp()
+    started, ended = created - 1.5, events[-1].timestamp + 0.25
+    split = timeline(events, created, started, ended)
+    phases = [value for key, value in split.items() if key.endswith("_seconds")]
+    assert split["to_run_created_seconds"] == 1.5
+    assert split["to_process_exited_seconds"] == 0.25
+    assert all(value >= 0 for value in phases)
+    assert abs(sum(phases) - (ended - started)) < 0.01
+    assert split["events"] == len(events)
+    assert split["steps"] == len(reporting_graph()) == 16
